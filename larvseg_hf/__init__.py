@@ -1,0 +1,39 @@
+"""larvseg-hf: LarvSeg large-vocabulary semantic segmentation as a Hugging Face transformers model."""
+
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation
+
+from .configuration_larvseg import LarvSegConfig
+from .image_processing_larvseg import LarvSegImageProcessor
+from .modeling_larvseg import (
+    LarvSegForSemanticSegmentation,
+    LarvSegPreTrainedModel,
+    LarvSegSemanticSegmenterOutput,
+)
+
+__version__ = "0.1.0"
+
+
+def _register() -> None:
+    """Installed-package route: Auto classes resolve "larvseg" without trust_remote_code."""
+    AutoConfig.register("larvseg", LarvSegConfig, exist_ok=True)
+    AutoModel.register(LarvSegConfig, LarvSegForSemanticSegmentation, exist_ok=True)
+    AutoModelForSemanticSegmentation.register(LarvSegConfig, LarvSegForSemanticSegmentation, exist_ok=True)
+    AutoImageProcessor.register(
+        LarvSegConfig, slow_image_processor_class=LarvSegImageProcessor, exist_ok=True
+    )
+    # Saved folders carry the code; one auto_map serves AutoModel and AutoModelForSemanticSegmentation.
+    LarvSegConfig.register_for_auto_class()
+    LarvSegForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
+    LarvSegImageProcessor.register_for_auto_class("AutoImageProcessor")
+
+
+_register()
+
+__all__ = [
+    "LarvSegConfig",
+    "LarvSegForSemanticSegmentation",
+    "LarvSegImageProcessor",
+    "LarvSegPreTrainedModel",
+    "LarvSegSemanticSegmenterOutput",
+    "__version__",
+]

@@ -1,0 +1,129 @@
+# Copyright 2026 The larvseg-hf authors. Licensed under the Apache License, Version 2.0.
+"""LarvSeg model configuration."""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PretrainedConfig
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+# Published CA-Cls and training settings (METHOD.md); kept here so the config is the one
+# place a reader finds them.
+_VIT_B16 = {
+    "model_type": "vit",
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "patch_size": 16,
+    "image_size": 512,
+}
+
+
+class LarvSegConfig(PretrainedConfig):
+    r"""
+    Configuration of a [`LarvSegForSemanticSegmentation`].
+
+    Args:
+        backbone_config (`dict` or `PretrainedConfig`, *optional*):
+            A plain ViT config (`model_type="vit"`, patch tokens of the last layer are the feature map) or any
+            transformers AutoBackbone config (DINOv2, BEiT, Swin, ConvNeXt, ResNet, ...; several `out_features`
+            are upsampled to the finest one and concatenated). Defaults to a ViT shaped like ViT-B/16.
+        id2label (`dict[int, str]`):
+            The WHOLE vocabulary: classes with masks and classes with image-level labels only.
+        base_label_ids (`tuple[int]`, *optional*):
+            Ids that had mask supervision in training ("base"); the rest are "novel". Mask samples draw their
+            negative classes from this pool, as each dataset in the paper samples from its own vocabulary.
+        head_hidden_size (`int`, *optional*):
+            Width d of the cosine classifier. Defaults to the backbone's feature width.
+        memory_bank_size (`int`, defaults to 20): slots per class in the CA-Cls memory bank (M).
+        memory_bank_topk (`int`, defaults to 20): top-scoring pixels averaged into one slot (K).
+        memory_bank_warmup (`int`, defaults to 1): times a class's ring must wrap before it is used (W).
+        memory_bank_dtype (`str`, defaults to `"float16"`): storage dtype of the bank's slot means.
+        background_topk (`int`, defaults to 5): pixels averaged to decide if a class is present.
+        background_score_threshold (`float`, defaults to 0.35): raw score above which it is background.
+        synonym_mse_threshold (`float`, defaults to 2.0): background maps this close to the foreground are dropped.
+        supervised_loss_weight (`float`, defaults to 1.0)
+        image_loss_weight (`float`, defaults to 0.2)
+        attentive_loss_weight (`float`, defaults to 0.1)
+        num_sampled_classes (`int`, defaults to 100): classes the classifier sees per training step.
+        loss_downsample_rate (`int`, defaults to 2): losses are computed at input size / this.
+        ignore_index (`int`, defaults to -100): label of unlabeled pixels (must not be a vocabulary id).
+        mask_norm_eps (`float`, defaults to 1e-5)
+        freeze_class_embeddings (`bool`, defaults to `False`): keep E fixed, e.g. after text initialisation.
+        initializer_range (`float`, defaults to 0.02)
+    """
+
+    model_type = "larvseg"
+    sub_configs = {"backbone_config": AutoConfig}
+
+    def __init__(
+        self,
+        backbone_config: dict | PretrainedConfig | None = None,
+        base_label_ids: list[int] | tuple[int, ...] | None = None,
+        head_hidden_size: int | None = None,
+        memory_bank_size: int = 20,
+        memory_bank_topk: int = 20,
+        memory_bank_warmup: int = 1,
+        memory_bank_dtype: str = "float16",
+        background_topk: int = 5,
+        background_score_threshold: float = 0.35,
+        synonym_mse_threshold: float = 2.0,
+        supervised_loss_weight: float = 1.0,
+        image_loss_weight: float = 0.2,
+        attentive_loss_weight: float = 0.1,
+        num_sampled_classes: int = 100,
+        loss_downsample_rate: int = 2,
+        ignore_index: int = -100,
+        mask_norm_eps: float = 1e-5,
+        freeze_class_embeddings: bool = False,
+        initializer_range: float = 0.02,
+        **kwargs,
+    ):
+        if backbone_config is None:
+            backbone_config = dict(_VIT_B16)
+        if isinstance(backbone_config, dict):
+            backbone_config = dict(backbone_config)
+            model_type = backbone_config.pop("model_type", "vit")
+            backbone_config = CONFIG_MAPPING[model_type](**backbone_config)
+        self.backbone_config = backbone_config
+        self.base_label_ids = sorted({int(i) for i in base_label_ids}) if base_label_ids is not None else None
+        self.head_hidden_size = head_hidden_size
+        self.memory_bank_size = memory_bank_size
+        self.memory_bank_topk = memory_bank_topk
+        self.memory_bank_warmup = memory_bank_warmup
+        self.memory_bank_dtype = memory_bank_dtype
+        self.background_topk = background_topk
+        self.background_score_threshold = background_score_threshold
+        self.synonym_mse_threshold = synonym_mse_threshold
+        self.supervised_loss_weight = supervised_loss_weight
+        self.image_loss_weight = image_loss_weight
+        self.attentive_loss_weight = attentive_loss_weight
+        self.num_sampled_classes = num_sampled_classes
+        self.loss_downsample_rate = loss_downsample_rate
+        self.ignore_index = ignore_index
+        self.mask_norm_eps = mask_norm_eps
+        self.freeze_class_embeddings = freeze_class_embeddings
+        self.initializer_range = initializer_range
+        super().__init__(**kwargs)
+        if self.id2label is not None and len(self.label2id or {}) != len(self.id2label):
+            self.label2id = {name: int(i) for i, name in self.id2label.items()}
+        self._validate_larvseg()
+
+    def _validate_larvseg(self) -> None:
+        if self.memory_bank_dtype not in ("float16", "bfloat16", "float32"):
+            raise ValueError(
+                f"memory_bank_dtype must be float16, bfloat16 or float32, got {self.memory_bank_dtype!r}"
+            )
+        if self.loss_downsample_rate < 1:
+            raise ValueError(f"loss_downsample_rate must be >= 1, got {self.loss_downsample_rate}")
+        if self.id2label is not None and 0 <= self.ignore_index < len(self.id2label):
+            raise ValueError(
+                f"ignore_index={self.ignore_index} is a vocabulary id; use a negative value such as -100."
+            )
+
+    @property
+    def is_vit_backbone(self) -> bool:
+        return getattr(self.backbone_config, "model_type", None) == "vit"
+
+
+__all__ = ["LarvSegConfig"]

@@ -1,0 +1,250 @@
+# Copyright 2026 The larvseg-hf authors. Licensed under the Apache License, Version 2.0.
+"""LarvSeg losses and class sampling: pure tensor code, no I/O, no Python loop over pairs or pixels.
+
+Conventions shared by every function here:
+- `logits` are (B, K, H, W) over K "columns", a subset of the vocabulary chosen for this step.
+- `class_mask` (B, K) bool says which columns a sample may use (its dataset's sampled classes);
+  None means all. Columns outside it are excluded from the softmax.
+- Image-level targets are multi-hot (B, K) over the same columns; each True entry is one
+  (image, label) pair. Pairs are listed in row-major order by `image_label_pairs`.
+- A standardised map is (x - mean) / sqrt(var + eps) over its pixels, population variance.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+STANDARDIZE_EPS = 1e-5
+
+
+def sample_classes(
+    present: torch.Tensor,
+    num_samples: int,
+    pool: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Ids the classifier sees this step: every present class plus a random fill from `pool`.
+
+    Args:
+        present: (N,) bool, classes in this batch's labels; always kept, even beyond `num_samples`.
+        num_samples: target number of classes.
+        pool: (N,) bool, classes that may be drawn as negatives (a dataset's vocabulary); None = all.
+    Returns:
+        Sorted (S,) int64 ids with S = max(num_samples capped by the pool, number present).
+    """
+    present = present.bool()
+    candidates = ~present if pool is None else pool.bool() & ~present
+    num_extra = min(max(num_samples - int(present.sum()), 0), int(candidates.sum()))
+    keys = torch.rand(present.shape, generator=generator, device=present.device)
+    keys = torch.where(candidates, keys, torch.full_like(keys, -1.0))
+    extra = keys.topk(num_extra).indices if num_extra > 0 else keys.new_zeros(0, dtype=torch.long)
+    return torch.cat([present.nonzero().flatten(), extra]).sort().values
+
+
+def mask_norm(
+    scores: torch.Tensor,
+    gamma: torch.Tensor,
+    beta: torch.Tensor,
+    class_mask: torch.Tensor | None = None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Standardise each pixel's raw cosine scores across the columns in use, then scale and shift."""
+    if class_mask is None:
+        mean = scores.mean(1, keepdim=True)
+        var = scores.var(1, unbiased=False, keepdim=True)
+    else:
+        weight = class_mask.to(scores.dtype)[:, :, None, None]
+        count = weight.sum(1, keepdim=True).clamp(min=1)
+        mean = (scores * weight).sum(1, keepdim=True) / count
+        var = (((scores - mean) * weight) ** 2).sum(1, keepdim=True) / count
+    return gamma * (scores - mean) / torch.sqrt(var + eps) + beta
+
+
+def _excluded(logits: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:
+    return logits.masked_fill(exclude, float("-inf"))
+
+
+def _zero_loss(logits: torch.Tensor) -> torch.Tensor:
+    # Keeps the graph connected (DDP expects every step to touch the same parameters).
+    return logits.sum() * 0.0
+
+
+def supervised_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    class_mask: torch.Tensor | None = None,
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    """Per-pixel cross-entropy; `labels` (B, H, W) hold column indices or `ignore_index`."""
+    if logits.shape[-2:] != labels.shape[-2:]:
+        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} differ in size")
+    if not (labels != ignore_index).any():
+        return _zero_loss(logits)
+    if class_mask is not None:
+        logits = _excluded(logits, ~class_mask[:, :, None, None])
+    return F.cross_entropy(logits, labels, ignore_index=ignore_index)
+
+
+def image_label_pairs(image_targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(image index, column, rank of the pair within its image) for every True entry, row-major."""
+    pair_image, pair_column = image_targets.bool().nonzero(as_tuple=True)
+    counts = torch.bincount(pair_image, minlength=image_targets.shape[0])
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(pair_image.numel(), device=pair_image.device) - starts[pair_image]
+    return pair_image, pair_column, rank
+
+
+def pooled_pair_cross_entropy(
+    pooled: torch.Tensor,
+    pair_image: torch.Tensor,
+    pair_column: torch.Tensor,
+    image_targets: torch.Tensor,
+    class_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Cross-entropy of each pair's pooled logits (P, K) against its label, with the image's OTHER
+    labelled columns dropped so that co-occurring classes are not pushed down. Returns (P,)."""
+    others = image_targets.bool()[pair_image]
+    others[torch.arange(pair_image.numel(), device=pooled.device), pair_column] = False
+    exclude = others if class_mask is None else others | ~class_mask.bool()[pair_image]
+    log_probs = torch.log_softmax(_excluded(pooled, exclude), dim=1)
+    return -log_probs.gather(1, pair_column[:, None]).squeeze(1)
+
+
+def image_level_loss(
+    logits: torch.Tensor,
+    image_targets: torch.Tensor,
+    class_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Baseline image-level loss: mean-pooled logits, one cross-entropy per (image, label) pair,
+    averaged over all pairs."""
+    pair_image, pair_column, _ = image_label_pairs(image_targets)
+    if pair_image.numel() == 0:
+        return _zero_loss(logits)
+    pooled = logits.mean((2, 3))[pair_image]
+    return pooled_pair_cross_entropy(pooled, pair_image, pair_column, image_targets, class_mask).mean()
+
+
+def standardize(maps: torch.Tensor, eps: float = STANDARDIZE_EPS) -> torch.Tensor:
+    """Standardise over the last dimension (flattened pixels)."""
+    mean = maps.mean(-1, keepdim=True)
+    var = maps.var(-1, unbiased=False, keepdim=True)
+    return (maps - mean) / torch.sqrt(var + eps)
+
+
+def topk_slot_features(
+    features: torch.Tensor,
+    scores: torch.Tensor,
+    pair_image: torch.Tensor,
+    pair_column: torch.Tensor,
+    k: int = 20,
+) -> torch.Tensor:
+    """Mean normalised feature of the top-k pixels of each pair's image by its class's raw score:
+    the one slot that pair enqueues. features (B, d, h, w), scores (B, K, h, w) -> (P, d)."""
+    flat_features = features.detach().flatten(2).transpose(1, 2)  # (B, X, d)
+    flat_scores = scores.detach().flatten(2)[pair_image, pair_column]  # (P, X)
+    top = flat_scores.topk(min(k, flat_scores.shape[-1]), dim=-1).indices  # (P, k)
+    return flat_features[pair_image[:, None], top].mean(1)
+
+
+def attentive_scores(
+    features: torch.Tensor,
+    scores: torch.Tensor,
+    bank_means: torch.Tensor,
+    bank_usable: torch.Tensor,
+    pair_image: torch.Tensor,
+    pair_column: torch.Tensor,
+    image_targets: torch.Tensor | None = None,
+    *,
+    background_topk: int = 5,
+    background_threshold: float = 0.35,
+    synonym_mse_threshold: float = 2.0,
+) -> torch.Tensor:
+    """CA-Cls attention logits (before the sigmoid), standardised over each image's pixels.
+
+    Args:
+        features: (B, d, h, w) normalised pixel features (detached inside).
+        scores: (B, K, h, w) raw cosine scores, used to find likely-present background classes.
+        bank_means: (K, d) mean stored feature of each column's class; bank_usable: (K,) bool.
+        pair_image, pair_column: (P,) the (image, label) pairs to attend for.
+        image_targets: (B, K) other labels of each image, the background classes when present;
+            None (inference) always uses the score threshold.
+    Returns:
+        (P, h, w): standardise(foreground - mean(background)), or standardise(2 * foreground - 1)
+        where no background class survives. A pair whose class is not usable is the caller's to drop.
+    """
+    batch, _, height, width = features.shape
+    num_columns = scores.shape[1]
+    flat_features = features.detach().flatten(2)  # (B, d, X)
+    bank_maps = torch.einsum("kd,bdx->bkx", bank_means.to(flat_features.dtype), flat_features)  # (B, K, X)
+    foreground = bank_maps[pair_image, pair_column]  # (P, X)
+
+    own = F.one_hot(pair_column, num_columns).bool()
+    top = scores.detach().flatten(2).topk(min(background_topk, height * width), dim=-1).values.mean(-1)
+    likely_present = (top > background_threshold)[pair_image] & ~own
+    if image_targets is None:
+        candidates = likely_present
+    else:
+        others = image_targets.bool()[pair_image] & ~own
+        candidates = torch.where(others.any(1, keepdim=True), others, likely_present)
+    candidates = candidates & bank_usable[None, :]
+
+    standardized = standardize(bank_maps)  # (B, K, X)
+    pair_maps = standardized[pair_image]  # (P, K, X)
+    standardized_fg = standardized[pair_image, pair_column]  # (P, X)
+    mse = ((pair_maps - standardized_fg[:, None, :]) ** 2).mean(-1)  # (P, K)
+    keep = candidates & (mse > synonym_mse_threshold)
+
+    num_kept = keep.sum(1, keepdim=True)
+    background = torch.einsum("pk,pkx->px", keep.to(bank_maps.dtype), bank_maps[pair_image])
+    background = background / num_kept.clamp(min=1)
+    combined = torch.where(num_kept > 0, foreground - background, 2 * foreground - 1)
+    return standardize(combined).view(-1, height, width)
+
+
+def attentive_image_level_loss(
+    logits: torch.Tensor,
+    attention: torch.Tensor,
+    pair_image: torch.Tensor,
+    pair_column: torch.Tensor,
+    pair_rank: torch.Tensor,
+    image_targets: torch.Tensor,
+    class_mask: torch.Tensor | None = None,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The image-level loss on attentive logits (logits of every column times the pair's attention).
+
+    `attention` (P, H, W) in (0, 1) at the logits' resolution; `valid` (P,) drops pairs whose class
+    has no usable bank yet. The pooled attentive logits of all pairs come from one einsum over a
+    per-image padded layout, so logits are never copied per pair.
+    """
+    if valid is not None:
+        pair_image, pair_column, pair_rank, attention = (
+            pair_image[valid],
+            pair_column[valid],
+            pair_rank[valid],
+            attention[valid],
+        )
+    if pair_image.numel() == 0:
+        return _zero_loss(logits)
+    batch, _, height, width = logits.shape
+    slots = int(pair_rank.max()) + 1
+    padded = attention.new_zeros(batch, slots, height * width)
+    padded[pair_image, pair_rank] = attention.flatten(1).to(padded.dtype)
+    pooled = torch.einsum("bkx,blx->blk", logits.flatten(2), padded) / (height * width)
+    pooled = pooled[pair_image, pair_rank]  # (P, K)
+    return pooled_pair_cross_entropy(pooled, pair_image, pair_column, image_targets, class_mask).mean()
+
+
+__all__ = [
+    "attentive_image_level_loss",
+    "attentive_scores",
+    "image_label_pairs",
+    "image_level_loss",
+    "mask_norm",
+    "pooled_pair_cross_entropy",
+    "sample_classes",
+    "standardize",
+    "supervised_loss",
+    "topk_slot_features",
+]

@@ -1,0 +1,468 @@
+# Copyright 2026 The larvseg-hf authors. Licensed under the Apache License, Version 2.0.
+"""PyTorch LarvSeg: a cosine-classifier segmenter over a vocabulary mixing mask-supervised and
+image-level-supervised categories, with the category-wise attentive classifier (CA-Cls)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import transformers
+from torch import nn
+from transformers import AutoBackbone, AutoConfig, PreTrainedModel, ViTModel
+from transformers import initialization as init
+from transformers.modeling_outputs import SemanticSegmenterOutput
+from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
+
+from .configuration_larvseg import LarvSegConfig
+from .losses_larvseg import (
+    attentive_image_level_loss,
+    attentive_scores,
+    image_label_pairs,
+    image_level_loss,
+    mask_norm,
+    sample_classes,
+    supervised_loss,
+    topk_slot_features,
+)
+from .memory_bank_larvseg import LarvSegMemoryBank
+
+
+@dataclass
+class LarvSegSemanticSegmenterOutput(SemanticSegmenterOutput):
+    r"""
+    logits (`torch.FloatTensor` of shape `(batch_size, num_columns, height, width)`):
+        Mask-normed scores at feature resolution; column j is vocabulary id `class_ids[j]`.
+    class_ids (`torch.LongTensor` of shape `(num_columns,)`):
+        Vocabulary id of each logits column (all ids, the requested subset, or the classes sampled in training).
+    features (`torch.FloatTensor` of shape `(batch_size, head_hidden_size, height, width)`):
+        Detached L2-normalised pixel features z.
+    scores (`torch.FloatTensor` of shape `(batch_size, num_columns, height, width)`):
+        Detached raw cosine scores s in [-1, 1].
+    supervised_loss, image_level_loss, attentive_loss (`torch.FloatTensor`, *optional*):
+        Unweighted loss terms, detached, for logging.
+    """
+
+    class_ids: torch.LongTensor | None = None
+    features: torch.FloatTensor | None = None
+    scores: torch.FloatTensor | None = None
+    supervised_loss: torch.FloatTensor | None = None
+    image_level_loss: torch.FloatTensor | None = None
+    attentive_loss: torch.FloatTensor | None = None
+
+
+class LarvSegFeatureExtractor(nn.Module):
+    """Any transformers vision backbone -> one dense (B, C, h, w) feature map."""
+
+    def __init__(self, config: LarvSegConfig):
+        super().__init__()
+        backbone_config = config.backbone_config
+        if config.is_vit_backbone:
+            self.model = ViTModel(backbone_config, add_pooling_layer=False)
+            self.channels = backbone_config.hidden_size
+        else:
+            self.model = AutoBackbone.from_config(backbone_config)
+            self.channels = sum(self.model.channels)
+        self.is_vit = config.is_vit_backbone
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self.is_vit:
+            patch = self.model.config.patch_size
+            height, width = pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch
+            tokens = self.model(pixel_values, interpolate_pos_encoding=True).last_hidden_state[:, 1:]
+            return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, height, width)
+        maps = list(self.model(pixel_values).feature_maps)
+        size = maps[0].shape[-2:]
+        maps = [
+            m if m.shape[-2:] == size else F.interpolate(m, size, mode="bilinear", align_corners=False)
+            for m in maps
+        ]
+        return torch.cat(maps, dim=1)
+
+
+class LarvSegPreTrainedModel(PreTrainedModel):
+    config_class = LarvSegConfig
+    config: LarvSegConfig
+    base_model_prefix = "larvseg"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = False
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # register_for_auto_class records one auto class; AutoModel must resolve the same class too.
+        auto_map = dict(getattr(self.config, "auto_map", None) or {})
+        auto_map.setdefault(
+            "AutoModel",
+            auto_map.get(
+                "AutoModelForSemanticSegmentation", "modeling_larvseg.LarvSegForSemanticSegmentation"
+            ),
+        )
+        self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        backbone = getattr(getattr(self, "backbone", None), "model", None)
+        if isinstance(backbone, PreTrainedModel):
+            backbone._init_weights(module)  # ViT position embeddings, cls token, ... as their own model does
+        else:
+            super()._init_weights(module)
+        if isinstance(module, LarvSegForSemanticSegmentation):
+            init.normal_(module.class_embeddings, mean=0.0, std=self.config.initializer_range)
+            init.ones_(module.mask_norm_gamma)
+            init.zeros_(module.mask_norm_beta)
+        elif isinstance(module, LarvSegMemoryBank):
+            init.zeros_(module.slots)
+            init.zeros_(module.num_writes)
+
+
+class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
+    """LarvSeg segmenter. `forward(pixel_values, labels=None, image_labels=None, class_ids=None)`."""
+
+    # The loss is already a mean; Trainer must keep scaling it for gradient accumulation.
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: LarvSegConfig):
+        super().__init__(config)
+        if config.num_labels < 1:
+            raise ValueError("LarvSeg needs a non-empty vocabulary: config.id2label has no classes.")
+        self.backbone = LarvSegFeatureExtractor(config)
+        dim = config.head_hidden_size or self.backbone.channels
+        self.neck = (
+            nn.Conv2d(self.backbone.channels, dim, 1) if dim != self.backbone.channels else nn.Identity()
+        )
+        self.pixel_projection = nn.Linear(dim, dim, bias=False)  # P
+        self.class_projection = nn.Linear(dim, dim, bias=False)  # Q
+        self.class_embeddings = nn.Parameter(torch.empty(config.num_labels, dim))  # E
+        self.class_embeddings.requires_grad_(not config.freeze_class_embeddings)
+        self.mask_norm_gamma = nn.Parameter(torch.ones(()))
+        self.mask_norm_beta = nn.Parameter(torch.zeros(()))
+        self.memory_bank = LarvSegMemoryBank(
+            config.num_labels,
+            dim,
+            size=config.memory_bank_size,
+            warmup=config.memory_bank_warmup,
+            dtype=config.memory_bank_dtype,
+        )
+        base = torch.zeros(config.num_labels, dtype=torch.bool)
+        if config.base_label_ids:
+            base[list(config.base_label_ids)] = True
+        # Derived from the config, so rebuilt rather than saved.
+        self.register_buffer("base_mask", base, persistent=False)
+        self.post_init()
+
+    # ----------------------------------------------------------------------------------------- vocabulary
+
+    @property
+    def class_names(self) -> list[str]:
+        return [self.config.id2label[i] for i in range(self.config.num_labels)]
+
+    def resolve_class_ids(self, classes: Sequence[int | str] | torch.Tensor) -> torch.LongTensor:
+        """Vocabulary ids from ids or names; an unknown name raises KeyError with the closest names."""
+        if isinstance(classes, torch.Tensor):
+            ids = classes.to(dtype=torch.long, device=self.class_embeddings.device).flatten()
+        else:
+            classes = list(classes)
+            ids_list = []
+            for item in classes:
+                if isinstance(item, str):
+                    if item not in self.config.label2id:
+                        raise KeyError(_unknown_name_message(item, self.config.label2id))
+                    ids_list.append(int(self.config.label2id[item]))
+                else:
+                    ids_list.append(int(item))
+            ids = torch.tensor(ids_list, dtype=torch.long, device=self.class_embeddings.device)
+        if ids.numel() == 0:
+            raise ValueError("class_ids is empty: restrict inference to at least one class.")
+        bad = ids[(ids < 0) | (ids >= self.config.num_labels)]
+        if bad.numel():
+            raise ValueError(
+                f"class ids {bad.unique().tolist()[:10]} are outside the vocabulary [0, {self.config.num_labels})."
+            )
+        return ids
+
+    # ----------------------------------------------------------------------------------------- features
+
+    def pixel_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """L2-normalised projected pixel features z (B, d, h, w)."""
+        features = self.neck(self.backbone(pixel_values))
+        projected = self.pixel_projection(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return F.normalize(projected, dim=1)
+
+    def class_vectors(self, class_ids: torch.Tensor) -> torch.Tensor:
+        """L2-normalised projected class embeddings c (K, d)."""
+        return F.normalize(self.class_projection(self.class_embeddings[class_ids]), dim=-1)
+
+    def _check_inputs(self, pixel_values, labels, image_labels) -> None:
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
+            raise ValueError(
+                f"pixel_values must be (batch, 3, height, width), got shape {tuple(pixel_values.shape)}; "
+                "use LarvSegImageProcessor to prepare RGB images."
+            )
+        batch, _, height, width = pixel_values.shape
+        if labels is not None:
+            if labels.shape != (batch, height, width):
+                raise ValueError(
+                    f"labels must be (batch, height, width) = {(batch, height, width)}, got {tuple(labels.shape)}"
+                )
+            labeled = labels[labels != self.config.ignore_index]
+            bad = labeled[(labeled < 0) | (labeled >= self.config.num_labels)]
+            if bad.numel():
+                raise ValueError(
+                    f"labels hold ids {bad.unique().tolist()[:10]} outside the vocabulary [0, {self.config.num_labels}) "
+                    f"that are not ignore_index={self.config.ignore_index}."
+                )
+        if image_labels is not None and tuple(image_labels.shape) != (batch, self.config.num_labels):
+            raise ValueError(
+                f"image_labels must be multi-hot of shape (batch, num_labels) = {(batch, self.config.num_labels)}, "
+                f"got {tuple(image_labels.shape)}."
+            )
+
+    def _training_columns(
+        self, labels: torch.Tensor | None, image_labels: torch.Tensor | None, batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Class sampling: mask samples draw negatives from the base pool, image samples from all,
+        as each dataset in the paper samples from its own vocabulary."""
+        num_labels, device = self.config.num_labels, self.class_embeddings.device
+        is_mask = torch.zeros(batch, dtype=torch.bool, device=device)
+        present_mask = torch.zeros(num_labels, dtype=torch.bool, device=device)
+        if labels is not None:
+            valid = labels != self.config.ignore_index
+            is_mask = valid.flatten(1).any(1)
+            present_mask[labels[valid]] = True
+        present_image = torch.zeros(num_labels, dtype=torch.bool, device=device)
+        is_image = torch.zeros(batch, dtype=torch.bool, device=device)
+        if image_labels is not None:
+            hot = image_labels > 0
+            is_image = hot.any(1)
+            present_image = hot.any(0)
+        if num_labels <= self.config.num_sampled_classes:
+            return torch.arange(num_labels, device=device), None
+        groups, group_columns = [], []
+        if is_mask.any() or not is_image.any():
+            pool = self.base_mask if self.base_mask.any() else None
+            groups.append(is_mask | ~is_image)
+            group_columns.append(sample_classes(present_mask, self.config.num_sampled_classes, pool))
+        if is_image.any():
+            groups.append(is_image & ~is_mask)
+            group_columns.append(sample_classes(present_image, self.config.num_sampled_classes))
+        columns = torch.cat(group_columns).unique()
+        class_mask = torch.zeros(batch, columns.numel(), dtype=torch.bool, device=device)
+        for rows, ids in zip(
+            groups, group_columns, strict=True
+        ):  # at most two groups: mask data and image data
+            class_mask |= rows[:, None] & torch.isin(columns, ids)[None, :]
+        return columns, class_mask
+
+    # ----------------------------------------------------------------------------------------- forward
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.LongTensor | None = None,
+        image_labels: torch.Tensor | None = None,
+        class_ids: Sequence[int | str] | torch.Tensor | None = None,
+        coseg: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> LarvSegSemanticSegmenterOutput | tuple:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, height, width)`, *optional*):
+            Pixel masks in vocabulary ids, `config.ignore_index` where unlabeled (all of it for image-level samples).
+        image_labels (`torch.Tensor` of shape `(batch_size, num_labels)`, *optional*):
+            Multi-hot image-level label sets (all zeros for mask samples).
+        class_ids (`list[int | str]` or `torch.LongTensor`, *optional*):
+            Restrict inference to these classes (ids or names).
+        coseg (`bool`, *optional*, defaults to `False`):
+            Attentive inference: multiply each class's logits by its CA-Cls attention from the memory bank.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        self._check_inputs(pixel_values, labels, image_labels)
+        batch = pixel_values.shape[0]
+        has_targets = labels is not None or image_labels is not None
+
+        class_mask = None
+        if class_ids is not None:
+            columns = self.resolve_class_ids(class_ids)
+        elif self.training and has_targets:
+            columns, class_mask = self._training_columns(labels, image_labels, batch)
+        else:
+            columns = torch.arange(self.config.num_labels, device=self.class_embeddings.device)
+
+        features = self.pixel_features(pixel_values)
+        scores = torch.einsum("bdhw,kd->bkhw", features, self.class_vectors(columns))
+        logits = mask_norm(
+            scores, self.mask_norm_gamma, self.mask_norm_beta, class_mask, self.config.mask_norm_eps
+        )
+        if coseg:
+            logits = logits * torch.sigmoid(self._coseg_attention(features, scores, columns))
+
+        loss = terms = None
+        if has_targets:
+            loss, terms = self._losses(
+                pixel_values, logits, features, scores, columns, class_mask, labels, image_labels
+            )
+
+        output = LarvSegSemanticSegmenterOutput(
+            loss=loss,
+            logits=logits,
+            class_ids=columns,
+            features=features.detach(),
+            scores=scores.detach(),
+            **(terms or {}),
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _losses(self, pixel_values, logits, features, scores, columns, class_mask, labels, image_labels):
+        config = self.config
+        rate = config.loss_downsample_rate
+        size = (pixel_values.shape[-2] // rate, pixel_values.shape[-1] // rate)
+        upsampled = F.interpolate(logits, size, mode="bilinear", align_corners=False)
+        zero = upsampled.sum() * 0.0
+        terms = {"supervised_loss": zero, "image_level_loss": zero, "attentive_loss": zero}
+
+        if labels is not None:
+            # Vocabulary id -> column; ids outside this step's columns cannot occur (present ids are always kept).
+            to_column = torch.full(
+                (config.num_labels,), config.ignore_index, dtype=torch.long, device=labels.device
+            )
+            to_column[columns] = torch.arange(columns.numel(), device=labels.device)
+            valid = labels != config.ignore_index
+            column_labels = torch.where(valid, to_column[labels.clamp(min=0)], labels)
+            column_labels = F.interpolate(column_labels[:, None].float(), size, mode="nearest")[:, 0].long()
+            terms["supervised_loss"] = supervised_loss(
+                upsampled, column_labels, class_mask, config.ignore_index
+            )
+
+        if image_labels is not None:
+            targets = image_labels[:, columns] > 0
+            terms["image_level_loss"] = image_level_loss(upsampled, targets, class_mask)
+            if config.attentive_loss_weight > 0:
+                terms["attentive_loss"] = self._attentive_loss(
+                    upsampled, features, scores, columns, class_mask, targets
+                )
+
+        loss = (
+            config.supervised_loss_weight * terms["supervised_loss"]
+            + config.image_loss_weight * terms["image_level_loss"]
+            + config.attentive_loss_weight * terms["attentive_loss"]
+        )
+        return loss, {name: value.detach() for name, value in terms.items()}
+
+    def _attentive_loss(self, upsampled, features, scores, columns, class_mask, targets) -> torch.Tensor:
+        config = self.config
+        pair_image, pair_column, pair_rank = image_label_pairs(targets)
+        usable = self.memory_bank.usable(columns)
+        attention = attentive_scores(
+            features,
+            scores,
+            self.memory_bank.class_means(columns),
+            usable,
+            pair_image,
+            pair_column,
+            targets,
+            background_topk=config.background_topk,
+            background_threshold=config.background_score_threshold,
+            synonym_mse_threshold=config.synonym_mse_threshold,
+        )
+        attention = torch.sigmoid(
+            F.interpolate(attention[:, None], upsampled.shape[-2:], mode="bilinear", align_corners=False)[
+                :, 0
+            ]
+        )
+        loss = attentive_image_level_loss(
+            upsampled,
+            attention,
+            pair_image,
+            pair_column,
+            pair_rank,
+            targets,
+            class_mask,
+            valid=usable[pair_column],
+        )
+        if self.training:
+            # Scored before enqueueing, so attention mines other images' features, never this one's.
+            slot_means = topk_slot_features(
+                features, scores, pair_image, pair_column, config.memory_bank_topk
+            )
+            self.memory_bank.enqueue(columns[pair_column], slot_means)
+        return loss
+
+    def _coseg_attention(self, features, scores, columns) -> torch.Tensor:
+        """Attention logits (B, K, h, w) for every (image, column) whose class has a usable bank; 0 elsewhere
+        so that sigmoid(0) = 0.5 scales those columns uniformly."""
+        batch, num_columns = scores.shape[:2]
+        pair_image = torch.arange(batch, device=scores.device).repeat_interleave(num_columns)
+        pair_column = torch.arange(num_columns, device=scores.device).repeat(batch)
+        usable = self.memory_bank.usable(columns)
+        attention = attentive_scores(
+            features,
+            scores,
+            self.memory_bank.class_means(columns),
+            usable,
+            pair_image,
+            pair_column,
+            None,
+            background_topk=self.config.background_topk,
+            background_threshold=self.config.background_score_threshold,
+            synonym_mse_threshold=self.config.synonym_mse_threshold,
+        ).view(batch, num_columns, *scores.shape[-2:])
+        return attention * usable[None, :, None, None]
+
+    # ----------------------------------------------------------------------------------------- building
+
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone_name_or_path: str | Path,
+        vocabulary: Sequence[str],
+        base_label_ids: Sequence[int] | None = None,
+        out_features: Sequence[str] | None = None,
+        **config_kwargs,
+    ) -> LarvSegForSemanticSegmentation:
+        """A LarvSeg model on a pretrained backbone (Hub id or local folder) with a fresh head.
+
+        ViT checkpoints load as `ViTModel`; anything else as its own `*Backbone` class, since
+        `load_backbone` builds random weights and `AutoBackbone.from_pretrained` rejects local paths.
+        """
+        vocabulary = list(vocabulary)
+        if not vocabulary:
+            raise ValueError("vocabulary is empty: LarvSeg needs at least one class name.")
+        if len(set(vocabulary)) != len(vocabulary):
+            duplicates = sorted({n for n in vocabulary if vocabulary.count(n) > 1})[:10]
+            raise ValueError(f"vocabulary has duplicate names: {duplicates}")
+        backbone_config = AutoConfig.from_pretrained(backbone_name_or_path)
+        if backbone_config.model_type == "vit":
+            pretrained = ViTModel.from_pretrained(backbone_name_or_path, add_pooling_layer=False)
+        else:
+            class_name = MODEL_FOR_BACKBONE_MAPPING_NAMES.get(backbone_config.model_type)
+            if class_name is None:
+                raise ValueError(
+                    f"{backbone_name_or_path} is a {backbone_config.model_type!r} model, which has neither a ViT "
+                    "encoder nor a transformers Backbone class."
+                )
+            kwargs = {"out_features": list(out_features)} if out_features else {}
+            pretrained = getattr(transformers, class_name).from_pretrained(backbone_name_or_path, **kwargs)
+        config = LarvSegConfig(
+            backbone_config=pretrained.config,
+            id2label=dict(enumerate(vocabulary)),
+            base_label_ids=base_label_ids,
+            **config_kwargs,
+        )
+        model = cls(config)
+        model.backbone.model.load_state_dict(pretrained.state_dict())
+        return model
+
+
+def _unknown_name_message(name: str, label2id: dict[str, int]) -> str:
+    close = difflib.get_close_matches(name, list(label2id), n=5, cutoff=0.5)
+    hint = f" Closest known names: {close}." if close else ""
+    return (
+        f"Unknown class name {name!r}: it is not in the model's vocabulary of {len(label2id)} classes.{hint}"
+    )
+
+
+__all__ = ["LarvSegForSemanticSegmentation", "LarvSegPreTrainedModel", "LarvSegSemanticSegmenterOutput"]
