@@ -1,0 +1,103 @@
+"""Evaluation loop: mIoU overall / base / novel with streaming histograms, plain or sliding-window,
+optionally attentive (coseg) inference, sharded across processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .image_processing_larvseg import LarvSegImageProcessor, to_label_array
+from .inference_larvseg import sliding_window_logits, upsampled_argmax
+from .metrics import SegmentationMetrics
+
+
+def _batches(rows: Iterable[dict], batch_size: int) -> Iterable[list[dict]]:
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@torch.no_grad()
+def predict_label_maps(
+    model: torch.nn.Module,
+    processor: LarvSegImageProcessor,
+    images: Sequence[Any],
+    target_sizes: Sequence[tuple[int, int]],
+    *,
+    class_ids: Sequence[int | str] | None = None,
+    coseg: bool = False,
+    sliding_window: int | None = None,
+    sliding_stride: int | None = None,
+) -> list[torch.Tensor]:
+    """Vocabulary-id label maps for images of one processed size."""
+    device = next(model.parameters()).device
+    pixel_values = processor(list(images))["pixel_values"].to(device)
+    kwargs = {"class_ids": class_ids, "coseg": coseg}
+    if sliding_window:
+        logits, columns = sliding_window_logits(model, pixel_values, sliding_window, sliding_stride, **kwargs)
+    else:
+        output = model(pixel_values, **kwargs)
+        logits, columns = output.logits, output.class_ids
+    return [columns[upsampled_argmax(logits[i], size)].cpu() for i, size in enumerate(target_sizes)]
+
+
+def evaluate_segmentation(
+    model: torch.nn.Module,
+    processor: LarvSegImageProcessor,
+    rows: Iterable[dict],
+    *,
+    num_classes: int,
+    base_ids: Sequence[int] | None = None,
+    novel_ids: Sequence[int] | None = None,
+    label_mapper: Callable[[np.ndarray], np.ndarray] | None = None,
+    ignore_index: int = -100,
+    batch_size: int = 8,
+    coseg: bool = False,
+    sliding_window: int | None = None,
+    sliding_stride: int | None = None,
+    total: int | None = None,
+    show_progress: bool = True,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[dict[str, float], SegmentationMetrics]:
+    """Run the model over rows with `image` and `label` and return (metrics dict, histograms).
+
+    `label_mapper` turns a dataset's label ids into vocabulary ids (ignore_index kept); `reduce`
+    sums the histograms across processes (e.g. `accelerator.reduce`), so each process may see a shard.
+    """
+    was_training = model.training
+    model.eval()
+    metrics = SegmentationMetrics(num_classes, ignore_index)
+    progress = tqdm(total=total, desc="evaluating", unit="img", disable=not show_progress)
+    for batch in _batches(rows, batch_size):
+        labels = [to_label_array(row["label"], i) for i, row in enumerate(batch)]
+        if label_mapper is not None:
+            labels = [label_mapper(label) for label in labels]
+        predictions = predict_label_maps(
+            model,
+            processor,
+            [row["image"] for row in batch],
+            [label.shape for label in labels],
+            coseg=coseg,
+            sliding_window=sliding_window,
+            sliding_stride=sliding_stride,
+        )
+        for prediction, label in zip(predictions, labels, strict=True):
+            metrics.update(prediction, torch.from_numpy(label))
+        progress.update(len(batch))
+    progress.close()
+    if reduce is not None:
+        metrics.load_state(reduce(metrics.state()))
+    model.train(was_training)
+    return metrics.compute(base_ids, novel_ids), metrics
+
+
+__all__ = ["evaluate_segmentation", "predict_label_maps"]

@@ -1,0 +1,1 @@
+"""Training utilities for LarvSeg: arguments, presets, Trainer, model-card rendering."""

@@ -1,0 +1,125 @@
+"""Command-line arguments of scripts/train.py, in the style of transformers' example scripts.
+
+Values come, lowest priority first, from: the dataclass defaults, the built-in benchmark preset
+(when no dataset is named) or the published schedule,, a `--config` YAML/JSON file, then the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A LarvSeg model (Hub id or folder) to fine-tune; its vocabulary must match."},
+    )
+    backbone_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "A pretrained backbone (Hub id or folder), e.g. google/vit-base-patch16-224-in21k."
+        },
+    )
+    backbone: str = field(default="vit-b16", metadata={"help": "Backbone preset when training from scratch."})
+    head_hidden_size: int | None = field(default=None, metadata={"help": "Width of the cosine classifier."})
+    text_init: bool = field(
+        default=False, metadata={"help": "Initialise class embeddings from the names with all-MiniLM-L6-v2."}
+    )
+    freeze_class_embeddings: bool = field(default=False)
+    memory_bank_size: int = field(default=20)
+    memory_bank_topk: int = field(default=20)
+    memory_bank_warmup: int = field(default=1)
+    background_topk: int = field(default=5)
+    background_score_threshold: float = field(default=0.35)
+    synonym_mse_threshold: float = field(default=2.0)
+    supervised_loss_weight: float = field(default=1.0)
+    image_loss_weight: float = field(default=0.2)
+    attentive_loss_weight: float = field(default=0.1)
+    num_sampled_classes: int = field(default=100)
+    loss_downsample_rate: int = field(default=2)
+
+
+@dataclass
+class DataArguments:
+    mask_datasets: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Segmentation datasets: Hub names or local folders, optionally NAME:SPLIT."},
+    )
+    image_datasets: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Classification datasets (one or several labels per image): Hub names or folders."},
+    )
+    eval_dataset: str | None = field(default=None, metadata={"help": "Segmentation dataset to evaluate on."})
+    synonyms: str | None = field(default=None, metadata={"help": "JSON/YAML file {alias: canonical name}."})
+    base_names_from_masks: bool = field(
+        default=True, metadata={"help": "Classes of the mask datasets are 'base'; the rest are 'novel'."}
+    )
+    streaming: bool = field(default=False, metadata={"help": "Stream datasets (ImageNet-21K scale)."})
+    mask_crop_size: int = field(default=512)
+    image_crop_size: int = field(default=320)
+    eval_size: int = field(default=512)
+    mask_fraction: float = field(default=0.5, metadata={"help": "Share of each batch that is mask data."})
+    max_eval_samples: int | None = field(default=None)
+    # Built-in emoji-scenes benchmark (used when no dataset is named).
+    builtin_num_categories: int = field(default=60)
+    builtin_novel_fraction: float = field(default=0.4)
+    builtin_image_size: int = field(default=128)
+    builtin_num_mask_scenes: int = field(default=4000)
+    builtin_num_single_images: int = field(default=2000)
+    builtin_num_weak_scenes: int = field(default=1000)
+    builtin_num_eval_scenes: int = field(default=300)
+    builtin_seed: int = field(default=0)
+    builtin_root: str | None = field(default=None)
+
+    @property
+    def uses_builtin(self) -> bool:
+        return not self.mask_datasets and not self.image_datasets
+
+
+@dataclass
+class EvalArguments:
+    eval_coseg: bool = field(default=False, metadata={"help": "Attentive (coseg) inference in evaluation."})
+    model_card_template: str | None = field(default=None)
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    text = Path(path).read_text()
+    data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path} must hold a mapping of argument names to values.")
+    return data
+
+
+def parse_train_args(
+    argv: list[str] | None = None,
+) -> tuple[ModelArguments, DataArguments, TrainingArguments, EvalArguments]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments, EvalArguments))
+    config_path = None
+    if "--config" in argv:
+        at = argv.index("--config")
+        config_path = argv[at + 1]
+        del argv[at : at + 2]
+    defaults: dict[str, Any] = _read_config(str(PRESET_DIR / "method.yaml"))
+    names_datasets = any(a.startswith(("--mask_datasets", "--image_datasets")) for a in argv)
+    file_values = _read_config(config_path) if config_path else {}
+    if not names_datasets and not file_values.get("mask_datasets") and not file_values.get("image_datasets"):
+        defaults.update(_read_config(str(PRESET_DIR / "emoji_scenes.yaml")))
+    defaults.update(file_values)
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(defaults) - known)
+    if unknown:
+        raise ValueError(f"Unknown argument(s) in config: {unknown}")
+    parser.set_defaults(**defaults)
+    model_args, data_args, training_args, eval_args = parser.parse_args_into_dataclasses(args=argv)
+    return model_args, data_args, training_args, eval_args

@@ -1,0 +1,234 @@
+"""Turn parsed arguments into data sources, a vocabulary, a model and evaluation rows."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..configuration_larvseg import LarvSegConfig
+from ..data.collate import build_mixed_dataset
+from ..data.loading import (
+    SourceDataset,
+    VocabularyMapping,
+    build_union_vocabulary,
+    load_classification_dataset,
+    load_segmentation_dataset,
+)
+from ..data.transforms import TrainTransform
+from ..modeling_larvseg import LarvSegForSemanticSegmentation
+from .arguments import DataArguments, ModelArguments
+from .presets import backbone_preset
+
+logger = logging.getLogger(__name__)
+
+MODEL_CONFIG_FIELDS = (
+    "memory_bank_size",
+    "memory_bank_topk",
+    "memory_bank_warmup",
+    "background_topk",
+    "background_score_threshold",
+    "synonym_mse_threshold",
+    "supervised_loss_weight",
+    "image_loss_weight",
+    "attentive_loss_weight",
+    "num_sampled_classes",
+    "loss_downsample_rate",
+    "freeze_class_embeddings",
+)
+
+
+@dataclass
+class TrainingData:
+    """Everything the training script needs to know about its data."""
+
+    sources: list[SourceDataset]
+    mapping: VocabularyMapping
+    base_ids: list[int]
+    eval_rows: Callable[[], Iterator[dict[str, Any]]] | None
+    num_eval: int | None
+    description: dict[str, str] = field(default_factory=dict)
+    credit: str = ""
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.mapping.vocabulary.names)
+
+    @property
+    def novel_ids(self) -> list[int]:
+        base = set(self.base_ids)
+        return [i for i in range(len(self.class_names)) if i not in base]
+
+
+def _split_spec(spec: str) -> tuple[str, str]:
+    """NAME[:SPLIT] (a Windows drive letter or a path containing ':' stays whole when it exists)."""
+    import os
+
+    if ":" in spec and not os.path.exists(spec):
+        name, split = spec.rsplit(":", 1)
+        return name, split
+    return spec, "train"
+
+
+def load_training_data(data_args: DataArguments, *, show_progress: bool = True) -> TrainingData:
+    if data_args.uses_builtin:
+        return _builtin_data(data_args, show_progress)
+    sources: list[SourceDataset] = []
+    for spec in data_args.mask_datasets:
+        name, split = _split_spec(spec)
+        sources.append(
+            load_segmentation_dataset(name, split, streaming=data_args.streaming, dataset_name=spec)
+        )
+    for spec in data_args.image_datasets:
+        name, split = _split_spec(spec)
+        sources.append(
+            load_classification_dataset(name, split, streaming=data_args.streaming, dataset_name=spec)
+        )
+    mapping = build_union_vocabulary(sources, data_args.synonyms)
+    base: set[int] = set()
+    if data_args.base_names_from_masks:
+        for source in sources:
+            if source.kind == "mask":
+                base.update(int(i) for i in mapping.index_maps[source.name] if i >= 0)
+    eval_rows, num_eval = None, None
+    if data_args.eval_dataset:
+        name, split = _split_spec(data_args.eval_dataset)
+        eval_source = load_segmentation_dataset(name, split, dataset_name=f"eval:{data_args.eval_dataset}")
+        eval_mapping = build_union_vocabulary(
+            [eval_source], data_args.synonyms, target_vocabulary=mapping.vocabulary
+        )
+        eval_rows, num_eval = _mapped_eval_rows(eval_source, eval_mapping, data_args.max_eval_samples)
+    return TrainingData(
+        sources,
+        mapping,
+        sorted(base),
+        eval_rows,
+        num_eval,
+        description={
+            "mask_data": ", ".join(data_args.mask_datasets) or "none",
+            "image_data": ", ".join(data_args.image_datasets) or "none",
+            "eval_data": data_args.eval_dataset or "none",
+        },
+    )
+
+
+def _mapped_eval_rows(source: SourceDataset, mapping: VocabularyMapping, limit: int | None):
+    total = len(source) if limit is None else min(limit, len(source))
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for index in range(total):
+            example = mapping.map_example(source.name, source.get_example(index))
+            yield {"image": example["image"], "label": example["mask"]}
+
+    return rows, total
+
+
+def _builtin_data(data_args: DataArguments, show_progress: bool) -> TrainingData:
+    from ..data.emoji_scenes import build_emoji_benchmark
+
+    bench = build_emoji_benchmark(
+        data_args.builtin_root,
+        num_categories=data_args.builtin_num_categories,
+        novel_fraction=data_args.builtin_novel_fraction,
+        image_size=data_args.builtin_image_size,
+        num_mask_scenes=data_args.builtin_num_mask_scenes,
+        num_single_images=data_args.builtin_num_single_images,
+        num_weak_scenes=data_args.builtin_num_weak_scenes,
+        num_eval_scenes=data_args.builtin_num_eval_scenes,
+        seed=data_args.builtin_seed,
+        show_progress=show_progress,
+    )
+    names = bench.class_names
+    sources = [
+        load_segmentation_dataset(
+            bench.split_dir("mask_train"), class_names=names, dataset_name="emoji mask_train"
+        ),
+        load_classification_dataset(
+            bench.split_dir("image_single"), class_names=names, dataset_name="emoji image_single"
+        ),
+        load_classification_dataset(
+            bench.split_dir("image_weak"), class_names=names, dataset_name="emoji image_weak"
+        ),
+    ]
+    mapping = build_union_vocabulary(sources, target_vocabulary=names)
+    eval_source = load_segmentation_dataset(
+        bench.split_dir("eval"), class_names=names, dataset_name="emoji eval"
+    )
+    eval_rows, num_eval = _mapped_eval_rows(
+        eval_source,
+        build_union_vocabulary([eval_source], target_vocabulary=names),
+        data_args.max_eval_samples,
+    )
+    return TrainingData(
+        sources,
+        mapping,
+        list(bench.base_ids),
+        eval_rows,
+        num_eval,
+        description={
+            "mask_data": f"built-in emoji scenes, {data_args.builtin_num_mask_scenes} masked scenes of base emoji",
+            "image_data": (
+                f"built-in emoji images: {data_args.builtin_num_single_images} single-emoji images with one label and "
+                f"{data_args.builtin_num_weak_scenes} multi-emoji scenes with their label sets (novel emoji)"
+            ),
+            "eval_data": f"built-in emoji scenes eval ({num_eval} scenes, base and novel emoji, full masks)",
+            "root": str(bench.root),
+        },
+        credit=(
+            "Training graphics: Twemoji by Twitter, Inc. and other contributors, licensed CC-BY 4.0 "
+            "(https://creativecommons.org/licenses/by/4.0/); backgrounds: photographs bundled with scikit-image "
+            "and scikit-learn."
+        ),
+    )
+
+
+def build_train_dataset(
+    data: TrainingData, data_args: DataArguments, seed: int, length: int, rank: int, world: int
+):
+    transforms = {
+        "mask": TrainTransform(crop_size=data_args.mask_crop_size, ignore_index=data.mapping.ignore_index),
+        "image": TrainTransform(crop_size=data_args.image_crop_size, ignore_index=data.mapping.ignore_index),
+    }
+    return build_mixed_dataset(
+        data.sources,
+        data.mapping,
+        mask_fraction=data_args.mask_fraction,
+        transforms=transforms,
+        length=length,
+        seed=seed,
+        rank=rank,
+        world_size=world,
+    )
+
+
+def build_model(model_args: ModelArguments, data: TrainingData) -> LarvSegForSemanticSegmentation:
+    overrides = {name: getattr(model_args, name) for name in MODEL_CONFIG_FIELDS}
+    if model_args.model_name_or_path:
+        model = LarvSegForSemanticSegmentation.from_pretrained(model_args.model_name_or_path, **overrides)
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        if names != data.class_names:
+            missing = sorted(set(data.class_names) - set(names))[:10]
+            raise ValueError(
+                f"{model_args.model_name_or_path} has a different vocabulary from the data "
+                f"({len(names)} vs {len(data.class_names)} classes; e.g. missing {missing})."
+            )
+        return model
+    if model_args.backbone_name_or_path:
+        return LarvSegForSemanticSegmentation.from_backbone(
+            model_args.backbone_name_or_path,
+            vocabulary=data.class_names,
+            base_label_ids=data.base_ids,
+            head_hidden_size=model_args.head_hidden_size,
+            ignore_index=data.mapping.ignore_index,
+            **overrides,
+        )
+    config = LarvSegConfig(
+        backbone_config=backbone_preset(model_args.backbone),
+        id2label=dict(enumerate(data.class_names)),
+        base_label_ids=data.base_ids,
+        head_hidden_size=model_args.head_hidden_size,
+        ignore_index=data.mapping.ignore_index,
+        **overrides,
+    )
+    return LarvSegForSemanticSegmentation(config)

@@ -1,0 +1,112 @@
+"""Trainer for LarvSeg: the model's own loss (mixed mask + image-level batches, possibly split in
+groups of equal crop size), the three loss terms logged separately, and mIoU evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer
+
+from ..evaluation import evaluate_segmentation
+from ..image_processing_larvseg import LarvSegImageProcessor
+
+LOSS_TERMS = ("supervised_loss", "image_level_loss", "attentive_loss")
+NO_DECAY_KEYWORDS = ("position_embeddings", "cls_token", "mask_token", "mask_norm_", "norm", "bias")
+
+
+class LarvSegTrainer(Trainer):
+    """`Trainer` whose evaluation is segmentation mIoU (overall / base / novel) rather than a loss."""
+
+    def __init__(
+        self,
+        *args,
+        segmentation_eval_rows: Callable[[], Any] | None = None,
+        segmentation_eval_size: int | None = None,
+        base_ids: Sequence[int] | None = None,
+        novel_ids: Sequence[int] | None = None,
+        eval_coseg: bool = False,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.segmentation_eval_rows = segmentation_eval_rows
+        self.segmentation_eval_size = segmentation_eval_size
+        self.base_ids = base_ids
+        self.novel_ids = novel_ids
+        self.eval_coseg = eval_coseg
+        self.model_card_text: str | None = None
+        self._term_sums = torch.zeros(len(LOSS_TERMS))
+        self._term_count = 0
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        """push_to_hub writes the LarvSeg card (rendered from model_cards/) instead of the generic one."""
+        if self.model_card_text is None:
+            return super().create_model_card(*args, **kwargs)
+        if self.is_world_process_zero():
+            (Path(self.args.output_dir) / "README.md").write_text(self.model_card_text)
+
+    def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
+        """No weight decay on position embeddings, cls token, norms, biases and the mask-norm scalars (METHOD.md)."""
+        names = super().get_decay_parameter_names(model)
+        return [n for n in names if not any(key in n for key in NO_DECAY_KEYWORDS)]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        groups = inputs["groups"] if "groups" in inputs else [inputs]
+        total = None
+        outputs = None
+        for group in groups:  # at most one group per crop size (mask data, image-level data)
+            outputs = model(**group)
+            total = outputs["loss"] if total is None else total + outputs["loss"]
+            self._term_sums += torch.stack([outputs[name].detach().float().cpu() for name in LOSS_TERMS])
+        self._term_count += 1
+        return (total, outputs) if return_outputs else total
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._term_count and "loss" in logs:
+            means = self._term_sums / self._term_count
+            if self.accelerator.num_processes > 1:
+                means = self.accelerator.reduce(means.to(self.accelerator.device), reduction="mean").cpu()
+            logs.update({name: round(float(v), 4) for name, v in zip(LOSS_TERMS, means, strict=True)})
+            self._term_sums.zero_()
+            self._term_count = 0
+        super().log(logs, start_time)
+
+    def evaluate(
+        self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
+        if self.segmentation_eval_rows is None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        model = self.accelerator.unwrap_model(self.model)
+        config = model.config
+        size = self.segmentation_eval_size or 512
+        processor = (
+            self.processing_class if isinstance(self.processing_class, LarvSegImageProcessor) else None
+        )
+        processor = processor or LarvSegImageProcessor(size={"height": size, "width": size})
+        rows = self.segmentation_eval_rows()
+        # Each process scores its own shard; histograms are summed, so results equal a single-process run.
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        shard = (row for i, row in enumerate(rows) if i % world == rank)
+        results, _ = evaluate_segmentation(
+            model,
+            processor,
+            shard,
+            num_classes=config.num_labels,
+            base_ids=self.base_ids,
+            novel_ids=self.novel_ids,
+            ignore_index=config.ignore_index,
+            coseg=self.eval_coseg,
+            show_progress=self.accelerator.is_local_main_process,
+            reduce=(lambda t: self.accelerator.reduce(t.to(self.accelerator.device), reduction="sum").cpu())
+            if world > 1
+            else None,
+        )
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in results.items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+__all__ = ["LarvSegTrainer"]
