@@ -175,6 +175,8 @@ def attentive_scores(
     """
     batch, _, height, width = features.shape
     num_columns = scores.shape[1]
+    if pair_image.numel() == 0:
+        return features.new_zeros(0, height, width)
     flat_features = features.detach().flatten(2)  # (B, d, X)
     bank_maps = torch.einsum("kd,bdx->bkx", bank_means.to(flat_features.dtype), flat_features)  # (B, K, X)
     foreground = bank_maps[pair_image, pair_column]  # (P, X)

@@ -30,6 +30,11 @@ class LarvSegTrainer(Trainer):
         eval_coseg: bool = False,
         **kwargs,
     ):
+        training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
+        if training_args is not None:
+            # Samples carry `image_label_ids`, which the collator turns into `image_labels`; the default
+            # column removal would strip them before collation and silently drop every image-level label.
+            training_args.remove_unused_columns = False
         super().__init__(*args, **kwargs)
         self.segmentation_eval_rows = segmentation_eval_rows
         self.segmentation_eval_size = segmentation_eval_size
