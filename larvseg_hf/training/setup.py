@@ -109,6 +109,7 @@ def load_training_data(data_args: DataArguments, *, show_progress: bool = True) 
             "mask_data": ", ".join(data_args.mask_datasets) or "none",
             "image_data": ", ".join(data_args.image_datasets) or "none",
             "eval_data": data_args.eval_dataset or "none",
+            **({"eval_spec": data_args.eval_dataset} if data_args.eval_dataset else {}),
         },
     )
 

@@ -76,7 +76,21 @@ class LarvSegTrainer(Trainer):
             logs.update({name: round(float(v), 4) for name, v in zip(LOSS_TERMS, means, strict=True)})
             self._term_sums.zero_()
             self._term_count = 0
+            logs["bank_checksum"] = self._checked_bank_checksum()
         super().log(logs, start_time)
+
+    def _checked_bank_checksum(self) -> float:
+        """A fingerprint of the memory bank; with several processes, raise if their banks differ
+        (every process must enqueue the same gathered slots, or attention silently drifts apart)."""
+        bank = self.accelerator.unwrap_model(self.model).memory_bank
+        fingerprint = torch.stack(
+            [bank.slots.double().sum(), (bank.slots.double() ** 2).sum(), bank.num_writes.double().sum()]
+        )
+        if self.accelerator.num_processes > 1:
+            gathered = self.accelerator.gather(fingerprint.to(self.accelerator.device)[None]).cpu()
+            if not torch.allclose(gathered, gathered[:1].expand_as(gathered), rtol=1e-9, atol=0):
+                raise RuntimeError(f"Memory banks differ across processes: fingerprints {gathered.tolist()}")
+        return round(float(fingerprint[0] + fingerprint[1] + fingerprint[2]), 6)
 
     def evaluate(
         self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"
