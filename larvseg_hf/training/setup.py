@@ -204,6 +204,17 @@ def build_train_dataset(
 
 
 def build_model(model_args: ModelArguments, data: TrainingData) -> LarvSegForSemanticSegmentation:
+    model = _build_model(model_args, data)
+    if model_args.text_init:
+        from ..text_embeddings import init_class_embeddings_from_names
+
+        init_class_embeddings_from_names(
+            model, model_args.text_encoder, freeze=model_args.freeze_class_embeddings
+        )
+    return model
+
+
+def _build_model(model_args: ModelArguments, data: TrainingData) -> LarvSegForSemanticSegmentation:
     overrides = {name: getattr(model_args, name) for name in MODEL_CONFIG_FIELDS}
     if model_args.model_name_or_path:
         model = LarvSegForSemanticSegmentation.from_pretrained(model_args.model_name_or_path, **overrides)
