@@ -42,6 +42,7 @@ class LarvSegConfig(PretrainedConfig):
         background_topk (`int`, defaults to 5): pixels averaged to decide if a class is present.
         background_score_threshold (`float`, defaults to 0.35): raw score above which it is background.
         synonym_mse_threshold (`float`, defaults to 2.0): background maps this close to the foreground are dropped.
+        background_suppression (`bool`, defaults to `True`): subtract the background classes' scores in CA-Cls.
         supervised_loss_weight (`float`, defaults to 1.0)
         image_loss_weight (`float`, defaults to 0.2)
         attentive_loss_weight (`float`, defaults to 0.1)
@@ -68,6 +69,7 @@ class LarvSegConfig(PretrainedConfig):
         background_topk: int = 5,
         background_score_threshold: float = 0.35,
         synonym_mse_threshold: float = 2.0,
+        background_suppression: bool = True,
         supervised_loss_weight: float = 1.0,
         image_loss_weight: float = 0.2,
         attentive_loss_weight: float = 0.1,
@@ -95,6 +97,7 @@ class LarvSegConfig(PretrainedConfig):
         self.background_topk = background_topk
         self.background_score_threshold = background_score_threshold
         self.synonym_mse_threshold = synonym_mse_threshold
+        self.background_suppression = background_suppression
         self.supervised_loss_weight = supervised_loss_weight
         self.image_loss_weight = image_loss_weight
         self.attentive_loss_weight = attentive_loss_weight

@@ -159,6 +159,7 @@ def attentive_scores(
     background_topk: int = 5,
     background_threshold: float = 0.35,
     synonym_mse_threshold: float = 2.0,
+    background_suppression: bool = True,
 ) -> torch.Tensor:
     """CA-Cls attention logits (before the sigmoid), standardised over each image's pixels.
 
@@ -169,6 +170,7 @@ def attentive_scores(
         pair_image, pair_column: (P,) the (image, label) pairs to attend for.
         image_targets: (B, K) other labels of each image, the background classes when present;
             None (inference) always uses the score threshold.
+        background_suppression: False keeps the foreground score alone (an ablation).
     Returns:
         (P, h, w): standardise(foreground - mean(background)), or standardise(2 * foreground - 1)
         where no background class survives. A pair whose class is not usable is the caller's to drop.
@@ -189,7 +191,7 @@ def attentive_scores(
     else:
         others = image_targets.bool()[pair_image] & ~own
         candidates = torch.where(others.any(1, keepdim=True), others, likely_present)
-    candidates = candidates & bank_usable[None, :]
+    candidates = candidates & bank_usable[None, :] & background_suppression
 
     standardized = standardize(bank_maps)  # (B, K, X)
     pair_maps = standardized[pair_image]  # (P, K, X)

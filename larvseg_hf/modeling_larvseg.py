@@ -367,6 +367,7 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             background_topk=config.background_topk,
             background_threshold=config.background_score_threshold,
             synonym_mse_threshold=config.synonym_mse_threshold,
+            background_suppression=config.background_suppression,
         )
         attention = torch.sigmoid(
             F.interpolate(attention[:, None], upsampled.shape[-2:], mode="bilinear", align_corners=False)[
@@ -409,6 +410,7 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             background_topk=self.config.background_topk,
             background_threshold=self.config.background_score_threshold,
             synonym_mse_threshold=self.config.synonym_mse_threshold,
+            background_suppression=self.config.background_suppression,
         ).view(batch, num_columns, *scores.shape[-2:])
         return attention * usable[None, :, None, None]
 

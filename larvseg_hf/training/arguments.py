@@ -48,6 +48,7 @@ class ModelArguments:
     background_topk: int = field(default=5)
     background_score_threshold: float = field(default=0.35)
     synonym_mse_threshold: float = field(default=2.0)
+    background_suppression: bool = field(default=True)
     supervised_loss_weight: float = field(default=1.0)
     image_loss_weight: float = field(default=0.2)
     attentive_loss_weight: float = field(default=0.1)

@@ -30,6 +30,7 @@ MODEL_CONFIG_FIELDS = (
     "background_topk",
     "background_score_threshold",
     "synonym_mse_threshold",
+    "background_suppression",
     "supervised_loss_weight",
     "image_loss_weight",
     "attentive_loss_weight",
