@@ -114,6 +114,8 @@ class LarvSegPreTrainedModel(PreTrainedModel):
             init.normal_(module.class_embeddings, mean=0.0, std=self.config.initializer_range)
             init.ones_(module.mask_norm_gamma)
             init.zeros_(module.mask_norm_beta)
+            # Non-persistent, so from_pretrained leaves it as uninitialised memory: rebuild it from the config.
+            init.copy_(module.base_mask, _base_mask(self.config, module.base_mask.device))
         elif isinstance(module, LarvSegMemoryBank):
             init.zeros_(module.slots)
             init.zeros_(module.num_writes)
@@ -147,11 +149,8 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             warmup=config.memory_bank_warmup,
             dtype=config.memory_bank_dtype,
         )
-        base = torch.zeros(config.num_labels, dtype=torch.bool)
-        if config.base_label_ids:
-            base[list(config.base_label_ids)] = True
-        # Derived from the config, so rebuilt rather than saved.
-        self.register_buffer("base_mask", base, persistent=False)
+        # Derived from the config, so rebuilt (in _init_weights) rather than saved.
+        self.register_buffer("base_mask", _base_mask(config), persistent=False)
         self.post_init()
 
     # ----------------------------------------------------------------------------------------- vocabulary
@@ -457,6 +456,14 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         model = cls(config)
         model.backbone.model.load_state_dict(pretrained.state_dict())
         return model
+
+
+def _base_mask(config: LarvSegConfig, device: torch.device | str | None = None) -> torch.Tensor:
+    """(num_labels,) bool: True for the classes with mask supervision (config.base_label_ids)."""
+    base = torch.zeros(config.num_labels, dtype=torch.bool, device=device)
+    if config.base_label_ids:
+        base[list(config.base_label_ids)] = True
+    return base
 
 
 def _unknown_name_message(name: str, label2id: dict[str, int]) -> str:
