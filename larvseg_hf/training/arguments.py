@@ -7,6 +7,7 @@ Values come, lowest priority first, from: the dataclass defaults, the built-in b
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +124,11 @@ def parse_train_args(
     if not names_datasets and not file_values.get("mask_datasets") and not file_values.get("image_datasets"):
         defaults.update(_read_config(str(PRESET_DIR / "emoji_scenes.yaml")))
     defaults.update(file_values)
+    if _multiprocess_without_accelerator():
+        # `accelerate launch --multi_gpu` / torchrun on a machine without GPUs: unless use_cpu is set,
+        # Accelerate reports DistributedType.NO and every process trains its own unsynchronised copy
+        # on the same batches (no DDP, no data sharding). use_cpu gives MULTI_CPU over gloo.
+        defaults.setdefault("use_cpu", True)
     known = {action.dest for action in parser._actions}
     unknown = sorted(set(defaults) - known)
     if unknown:
@@ -130,3 +136,14 @@ def parse_train_args(
     parser.set_defaults(**defaults)
     model_args, data_args, training_args, eval_args = parser.parse_args_into_dataclasses(args=argv)
     return model_args, data_args, training_args, eval_args
+
+
+def _multiprocess_without_accelerator() -> bool:
+    """Launched as one of several processes (WORLD_SIZE > 1) on a machine with no GPU or other accelerator."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    has_accelerator = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+    return not has_accelerator
