@@ -88,6 +88,14 @@ def sliding_window_logits(
                             f"image {name} {side} is not a multiple of the model's output stride {out_stride}; "
                             "resize or pad the image (LarvSegImageProcessor does) before sliding-window inference."
                         )
+                # Windows start at multiples of the sliding stride; any other offset would be pasted
+                # misaligned on the feature grid (top // out_stride rounds it).
+                for offsets, name in ((tops, "height"), (lefts, "width")):
+                    if any(offset % out_stride for offset in offsets):
+                        raise ValueError(
+                            f"sliding stride along the {name} puts windows at {offsets}, not all multiples of the "
+                            f"model's output stride {out_stride}; use a stride that is a multiple of {out_stride}."
+                        )
                 summed = logits.new_zeros(batch, logits.shape[1], height // out_stride, width // out_stride)
                 counts = logits.new_zeros(1, 1, height // out_stride, width // out_stride)
                 class_ids = output.class_ids
