@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if checkpoint:
             logger.info("resuming from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model()
+    # Save without Trainer's own push: with --push_to_hub, save_model() would upload at once with the generic
+    # Trainer model card. The one push is below, after evaluation, with the LarvSeg card.
+    trainer.save_model(_internal_call=True)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
