@@ -116,6 +116,8 @@ class LarvSegPreTrainedModel(PreTrainedModel):
             init.zeros_(module.mask_norm_beta)
             # Non-persistent, so from_pretrained leaves it as uninitialised memory: rebuild it from the config.
             init.copy_(module.base_mask, _base_mask(self.config, module.base_mask.device))
+            # Loading replaces parameters with fresh requires_grad=True ones; the config says whether E is frozen.
+            module.class_embeddings.requires_grad_(not self.config.freeze_class_embeddings)
         elif isinstance(module, LarvSegMemoryBank):
             init.zeros_(module.slots)
             init.zeros_(module.num_writes)
@@ -193,7 +195,10 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
 
     def class_vectors(self, class_ids: torch.Tensor) -> torch.Tensor:
         """L2-normalised projected class embeddings c (K, d)."""
-        return F.normalize(self.class_projection(self.class_embeddings[class_ids]), dim=-1)
+        embeddings = self.class_embeddings[class_ids]
+        if self.config.freeze_class_embeddings:
+            embeddings = embeddings.detach()
+        return F.normalize(self.class_projection(embeddings), dim=-1)
 
     def _check_inputs(self, pixel_values, labels, image_labels) -> None:
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
