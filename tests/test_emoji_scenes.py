@@ -1,0 +1,284 @@
+# Copyright 2026 The larvseg-hf authors. Licensed under the Apache License, Version 2.0.
+"""The built-in emoji-scenes benchmark: determinism, exact masks, 16-bit ids, labels, cache, errors."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+from larvseg_hf.data import emoji_scenes as es
+
+datasets.disable_progress_bars()
+
+TINY = dict(
+    num_categories=12,
+    image_size=64,
+    num_mask_scenes=20,
+    num_single_images=20,
+    num_weak_scenes=20,
+    num_eval_scenes=20,
+    show_progress=False,
+)
+
+
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _rows(bench, split):
+    with open(bench.split_dir(split) / "metadata.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def _label(bench, split, row):
+    return np.asarray(Image.open(bench.split_dir(split) / row["label_file_name"]))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return es.build_emoji_benchmark(tmp_path_factory.mktemp("a"), **TINY)
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    return es.SceneRenderer.from_vocabulary(12, 0.4, 0, 64)
+
+
+# --------------------------------------------------------------------------- layout and vocabulary
+
+
+def test_layout_and_vocabulary(tiny):
+    vocab = json.loads((tiny.root / "vocabulary.json").read_text("utf-8"))
+    assert (tiny.root / "_COMPLETE").is_file()
+    assert tiny.root.parent.name == "emoji_scenes"
+    assert {"class_names", "base_ids", "novel_ids", "groups", "source", "params"} <= set(vocab)
+    assert "CC-BY 4.0" in vocab["source"] and "Twemoji" in vocab["source"]
+    names = tiny.class_names
+    assert names == vocab["class_names"] and names[0] == "background" and len(names) == 13
+    assert len(vocab["groups"]) == len(names) and len(set(names)) == len(names)
+    assert all(n == n.lower() for n in names)
+    assert 0 in tiny.base_ids and 0 not in tiny.novel_ids
+    assert sorted(tiny.base_ids + tiny.novel_ids) == list(range(13))
+    assert len(tiny.novel_ids) == round(0.4 * 12)
+    for split in es.SPLITS:
+        rows = _rows(tiny, split)
+        assert len(rows) == 20
+        keys = {"file_name", "label_file_name"} if split in es.MASK_SPLITS else {"file_name", "labels"}
+        assert all(set(r) == keys for r in rows)
+        assert json.loads((tiny.split_dir(split) / "vocabulary.json").read_text("utf-8")) == names
+
+
+def test_vocabulary_is_a_seeded_sample_across_groups():
+    catalog = es.available_emoji()
+    infos, base, novel = es.select_vocabulary(60, 0.4, seed=0)
+    again, base2, novel2 = es.select_vocabulary(60, 0.4, seed=0)
+    other, _, _ = es.select_vocabulary(60, 0.4, seed=1)
+    assert infos == again and base == base2 and novel == novel2
+    assert [e.name for e in infos] != [e.name for e in other]
+    assert [e.name for e in infos] != [e.name for e in catalog[:60]]
+    groups = {e.group for e in infos}
+    assert len(groups) >= 7 and not groups & set(es.EXCLUDED_GROUPS)
+    assert len({infos[i - 1].group for i in novel}) >= 5  # novel categories are spread over groups too
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_gives_identical_files_and_other_seed_differs(tiny, tmp_path):
+    again = es.build_emoji_benchmark(tmp_path / "b", **TINY)
+    assert again.root != tiny.root and again.root.name == tiny.root.name
+    first, second = _files(tiny.root), _files(again.root)
+    assert first.keys() == second.keys() and len(first) > 100
+    assert all(first[k] == second[k] for k in first)
+    other = es.build_emoji_benchmark(tmp_path / "c", **{**TINY, "seed": 1})
+    assert other.root.name != tiny.root.name
+    assert other.class_names != tiny.class_names
+    third = _files(other.root)
+    assert sum(first[k] != third.get(k) for k in first if k.endswith(".png")) > 100
+
+
+# --------------------------------------------------------------------------- masks
+
+
+def test_render_masks_are_the_thresholded_alphas_after_occlusion(renderer):
+    ids = list(range(1, 13))
+    for i in range(25):
+        rng = np.random.default_rng(i)
+        chosen = [ids[j] for j in rng.permutation(12)[: 2 + i % 4]]
+        scene = renderer.render(chosen, rng, return_alphas=True)
+        assert scene.label.dtype == np.uint16 and scene.image.dtype == np.uint8
+        assert len(scene.class_ids) >= 1 and set(scene.class_ids) <= set(chosen)
+        expected = np.zeros_like(scene.label)
+        for cid, alpha in zip(scene.class_ids, scene.alphas, strict=True):
+            expected[alpha >= 128] = cid
+        np.testing.assert_array_equal(scene.label, expected)
+        for cid, alpha in zip(scene.class_ids, scene.alphas, strict=True):
+            own = np.count_nonzero(alpha >= 128)
+            assert np.count_nonzero(scene.label == cid) >= es.MIN_VISIBLE_FRACTION * own > 0
+
+
+def test_written_masks_use_the_split_vocabulary(tiny):
+    base, novel = set(tiny.base_ids), set(tiny.novel_ids)
+    seen = set()
+    for row in _rows(tiny, "mask_train"):
+        ids = set(np.unique(_label(tiny, "mask_train", row)).tolist())
+        assert ids <= base and len(ids - {0}) >= 1
+        seen |= ids
+    assert len(seen) >= 5
+    mixed = 0
+    seen = set()
+    for row in _rows(tiny, "eval"):
+        ids = set(np.unique(_label(tiny, "eval", row)).tolist())
+        assert ids <= base | novel
+        mixed += bool(ids & novel) and bool(ids & (base - {0}))
+        seen |= ids
+    assert mixed >= 16 and novel <= seen
+
+
+def test_written_files_are_the_rendered_scenes(tiny):
+    r = es.SceneRenderer(es.select_vocabulary(12, 0.4, 0)[0], 64)
+    scenes = es.iter_split_scenes("eval", 5, r, tiny.base_ids, tiny.novel_ids, seed=0)
+    for row, scene in zip(_rows(tiny, "eval"), scenes, strict=False):
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(tiny.split_dir("eval") / row["file_name"])), scene.image
+        )
+        np.testing.assert_array_equal(_label(tiny, "eval", row), scene.label)
+
+
+# --------------------------------------------------------------------------- image-level labels
+
+
+def test_image_level_labels_name_the_pasted_emoji(tiny):
+    names = tiny.class_names
+    novel_names = {names[i] for i in tiny.novel_ids}
+    r = es.SceneRenderer(es.select_vocabulary(12, 0.4, 0)[0], 64)
+    areas = {split: [] for split in es.IMAGE_SPLITS}
+    for split in es.IMAGE_SPLITS:
+        rows = _rows(tiny, split)
+        scenes = es.iter_split_scenes(split, len(rows), r, tiny.base_ids, tiny.novel_ids, seed=0)
+        for row, scene in zip(rows, scenes, strict=True):
+            on_disk = np.asarray(Image.open(tiny.split_dir(split) / row["file_name"]))
+            np.testing.assert_array_equal(on_disk, scene.image)
+            assert row["labels"] == [names[c] for c in sorted(scene.class_ids)]
+            assert set(row["labels"]) <= novel_names
+            present = {names[c] for c in np.unique(scene.label).tolist() if c}
+            assert set(row["labels"]) == present
+            if split == "image_single":
+                assert len(row["labels"]) == 1
+                ys, xs = np.nonzero(scene.label)
+                assert max(np.ptp(ys), np.ptp(xs)) + 1 >= 0.25 * scene.label.shape[0]
+            for c in scene.class_ids:
+                areas[split].append(np.count_nonzero(scene.label == c))
+    assert np.mean(areas["image_single"]) > 2 * np.mean(areas["image_weak"])  # single emoji are large
+    singles = [r["labels"][0] for r in _rows(tiny, "image_single")]
+    assert set(singles) == novel_names  # the deck covers every novel category
+
+
+# --------------------------------------------------------------------------- datasets and 16-bit ids
+
+
+def test_load_through_datasets(tiny, tmp_path):
+    masks = tiny.load("mask_train", cache_dir=str(tmp_path / "hf"))
+    assert set(masks.column_names) == {"image", "label"} and len(masks) == 20
+    row = masks[0]
+    assert row["image"].mode == "RGB" and row["image"].size == (64, 64)
+    assert row["label"].mode == "I;16"
+    weak = tiny.load("image_weak", cache_dir=str(tmp_path / "hf"))
+    assert set(weak.column_names) == {"image", "labels"}
+    assert all(set(labels) <= set(tiny.class_names) for labels in weak["labels"])
+    with pytest.raises(ValueError, match="unknown split"):
+        tiny.split_dir("test")
+
+
+def test_ids_above_255_survive(tmp_path):
+    bench = es.build_emoji_benchmark(
+        tmp_path,
+        num_categories=300,
+        image_size=32,
+        num_mask_scenes=12,
+        num_single_images=1,
+        num_weak_scenes=1,
+        num_eval_scenes=1,
+        show_progress=False,
+    )
+    assert len(bench.class_names) == 301
+    ds = bench.load("mask_train", cache_dir=str(tmp_path / "hf"))
+    top = 0
+    for i, row in enumerate(_rows(bench, "mask_train")):
+        on_disk = _label(bench, "mask_train", row)
+        read = np.asarray(ds[i]["label"])
+        np.testing.assert_array_equal(read, on_disk)
+        assert set(np.unique(read).tolist()) <= set(bench.base_ids)
+        top = max(top, int(read.max()))
+    assert top > 255
+
+
+# --------------------------------------------------------------------------- cache and errors
+
+
+def test_cache_is_reused_and_force_rebuilds(tmp_path, monkeypatch):
+    bench = es.build_emoji_benchmark(tmp_path, **TINY)
+    stamp = (bench.root / "_COMPLETE").stat().st_mtime_ns
+    calls = []
+    real = es._write_split
+    monkeypatch.setattr(es, "_write_split", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    again = es.build_emoji_benchmark(tmp_path, **TINY)
+    assert again == bench and calls == []
+    assert (bench.root / "_COMPLETE").stat().st_mtime_ns == stamp
+    es.build_emoji_benchmark(tmp_path, **{**TINY, "force": True})
+    assert calls == list(es.SPLITS)
+    assert sorted(p.name for p in (tmp_path / "emoji_scenes").iterdir()) == [bench.root.name]
+
+
+def test_default_root_follows_larvseg_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LARVSEG_CACHE", str(tmp_path / "cache"))
+    small = {**TINY, "num_mask_scenes": 2, "num_single_images": 2, "num_weak_scenes": 2, "num_eval_scenes": 2}
+    bench = es.build_emoji_benchmark(**small)
+    assert bench.root.parent == tmp_path / "cache" / "emoji_scenes"
+
+
+def test_interrupted_build_leaves_nothing_complete(tmp_path, monkeypatch):
+    real = es._write_split
+
+    def failing(out, split, *args, **kwargs):
+        if split == "image_weak":
+            raise KeyboardInterrupt
+        return real(out, split, *args, **kwargs)
+
+    monkeypatch.setattr(es, "_write_split", failing)
+    with pytest.raises(KeyboardInterrupt):
+        es.build_emoji_benchmark(tmp_path, **TINY)
+    assert list((tmp_path / "emoji_scenes").iterdir()) == []
+
+
+def test_errors(tmp_path):
+    maximum = len(es.available_emoji())
+    assert 1500 < maximum < 1700
+    with pytest.raises(ValueError, match=f"maximum is {maximum}"):
+        es.build_emoji_benchmark(tmp_path, **{**TINY, "num_categories": maximum + 1})
+    for bad in (0.0, 1.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="novel_fraction"):
+            es.build_emoji_benchmark(tmp_path, **{**TINY, "novel_fraction": bad})
+    with pytest.raises(ValueError, match="at least one base and one novel"):
+        es.build_emoji_benchmark(tmp_path, **{**TINY, "novel_fraction": 0.01})
+    with pytest.raises(ValueError, match="num_categories"):
+        es.build_emoji_benchmark(tmp_path, **{**TINY, "num_categories": 1})
+    with pytest.raises(ValueError, match="num_eval_scenes"):
+        es.build_emoji_benchmark(tmp_path, **{**TINY, "num_eval_scenes": -1})
+    assert not (tmp_path / "emoji_scenes").exists() or not any((tmp_path / "emoji_scenes").iterdir())
+
+
+def test_cli_prints_a_summary(tiny, capsys):
+    root = tiny.root.parent.parent
+    args = ["--root", str(root), "--num_categories", "12", "--image_size", "64", "--quiet"]
+    for key in ("num_mask_scenes", "num_single_images", "num_weak_scenes", "num_eval_scenes"):
+        args += [f"--{key}", "20"]
+    bench = es.main(args)
+    out = capsys.readouterr().out
+    assert bench == tiny
+    assert str(tiny.root) in out and "24 novel" not in out and "5 novel" in out
+    assert "mask_train" in out and "CC-BY 4.0" in out
