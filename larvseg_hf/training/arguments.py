@@ -114,10 +114,13 @@ def parse_train_args(
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments, EvalArguments))
     config_path = None
-    if "--config" in argv:
-        at = argv.index("--config")
-        config_path = argv[at + 1]
-        del argv[at : at + 2]
+    for at, arg in enumerate(argv):
+        if arg == "--config" or arg.startswith("--config="):
+            if arg == "--config" and at + 1 >= len(argv):
+                raise ValueError("--config needs a YAML or JSON file path.")
+            config_path = arg.split("=", 1)[1] if "=" in arg else argv[at + 1]
+            del argv[at : at + (1 if "=" in arg else 2)]
+            break
     defaults: dict[str, Any] = _read_config(str(PRESET_DIR / "method.yaml"))
     names_datasets = any(a.startswith(("--mask_datasets", "--image_datasets")) for a in argv)
     file_values = _read_config(config_path) if config_path else {}
