@@ -3,6 +3,7 @@ groups of equal crop size), the three loss terms logged separately, and mIoU eva
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,14 @@ class LarvSegTrainer(Trainer):
             return super().create_model_card(*args, **kwargs)
         if self.is_world_process_zero():
             (Path(self.args.output_dir) / "README.md").write_text(self.model_card_text)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        # Checkpoint pushes copy weights and config only; the config's auto_map also needs the code files,
+        # or the Hub repo cannot be loaded with trust_remote_code until the final push.
+        if self.is_world_process_zero():
+            for code_file in Path(checkpoint_folder).glob("*.py"):
+                shutil.copy(code_file, Path(self.args.output_dir) / code_file.name)
+        super()._push_from_checkpoint(checkpoint_folder)
 
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
         """No weight decay on position embeddings, cls token, norms, biases and the mask-norm scalars (METHOD.md)."""
