@@ -1,0 +1,300 @@
+"""A deliberately simple, loop-based reference of the LarvSeg losses, written from METHOD.md.
+
+Nothing here is vectorised on purpose: every quantity is computed with explicit loops over images,
+labels, classes and pixels, on Python floats (or float64 tensors for feature dot products), so that
+it shares no code path with `larvseg_hf.losses_larvseg`. The memory bank is the FULL published
+layout: per class a FIFO (deque, maxlen M) of slots, each slot holding the K raw normalised features
+of one image's top-K pixels.
+
+Conventions (METHOD.md and the package docstring): a standardised map is
+(x - mean) / sqrt(population variance + 1e-5) over its pixels; logits are (B, K, H, W) over K
+columns; `class_mask[b][k]` says whether image b may use column k (None = all columns).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import torch
+
+EPS = 1e-5
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def _as_lists(tensor: torch.Tensor) -> list:
+    return tensor.detach().double().tolist()
+
+
+def _allowed(class_mask, b: int, k: int) -> bool:
+    return class_mask is None or bool(class_mask[b][k])
+
+
+def standardize_values(values: list[float], eps: float = EPS) -> list[float]:
+    n = len(values)
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / n
+    return [(v - mean) / math.sqrt(var + eps) for v in values]
+
+
+def cross_entropy(values: list[float], target: int, allowed: list[int]) -> float:
+    """-log softmax(values restricted to `allowed`)[target]."""
+    top = max(values[k] for k in allowed)
+    lse = top + math.log(sum(math.exp(values[k] - top) for k in allowed))
+    return lse - values[target]
+
+
+def bilinear(grid: list[list[float]], out_h: int, out_w: int) -> list[list[float]]:
+    """Bilinear resize with half-pixel centres (align_corners=False), source clamped at 0."""
+    in_h, in_w = len(grid), len(grid[0])
+
+    def source(index: int, in_size: int, out_size: int) -> tuple[int, int, float]:
+        position = max((index + 0.5) * in_size / out_size - 0.5, 0.0)
+        low = min(int(math.floor(position)), in_size - 1)
+        high = min(low + 1, in_size - 1)
+        return low, high, position - low
+
+    out = []
+    for i in range(out_h):
+        i0, i1, wy = source(i, in_h, out_h)
+        row = []
+        for j in range(out_w):
+            j0, j1, wx = source(j, in_w, out_w)
+            top = (1 - wx) * grid[i0][j0] + wx * grid[i0][j1]
+            bottom = (1 - wx) * grid[i1][j0] + wx * grid[i1][j1]
+            row.append((1 - wy) * top + wy * bottom)
+        out.append(row)
+    return out
+
+
+# ----------------------------------------------------------------------------------------- mask norm
+
+
+def ref_mask_norm(scores: torch.Tensor, gamma: float, beta: float, class_mask=None, eps: float = EPS):
+    """Per pixel: standardise the scores across the columns in use, then gamma * . + beta (every column)."""
+    s = _as_lists(scores)
+    batch, columns, height, width = scores.shape
+    out = torch.zeros(scores.shape, dtype=torch.float64)
+    for b in range(batch):
+        used = [k for k in range(columns) if _allowed(class_mask, b, k)]
+        for i in range(height):
+            for j in range(width):
+                mean = sum(s[b][k][i][j] for k in used) / len(used)
+                var = sum((s[b][k][i][j] - mean) ** 2 for k in used) / len(used)
+                for k in range(columns):
+                    out[b, k, i, j] = gamma * (s[b][k][i][j] - mean) / math.sqrt(var + eps) + beta
+    return out
+
+
+# ----------------------------------------------------------------------------------------- losses 1 and 2
+
+
+def ref_supervised_loss(logits: torch.Tensor, labels: torch.Tensor, class_mask=None, ignore_index=-100):
+    """Mean over labelled pixels of the per-pixel cross-entropy over the image's allowed columns."""
+    z = _as_lists(logits)
+    y = labels.tolist()
+    batch, columns, height, width = logits.shape
+    total, count = 0.0, 0
+    for b in range(batch):
+        allowed = [k for k in range(columns) if _allowed(class_mask, b, k)]
+        for i in range(height):
+            for j in range(width):
+                if y[b][i][j] == ignore_index:
+                    continue
+                total += cross_entropy([z[b][k][i][j] for k in range(columns)], y[b][i][j], allowed)
+                count += 1
+    return total / count if count else 0.0
+
+
+def pair_loss(pooled: list[float], label: int, image_labels: list[int], b: int, class_mask=None) -> float:
+    """CE of pooled logits against `label`, with the image's OTHER labels and disallowed columns dropped."""
+    allowed = [
+        k for k in range(len(pooled)) if _allowed(class_mask, b, k) and (k == label or k not in image_labels)
+    ]
+    return cross_entropy(pooled, label, allowed)
+
+
+def ref_image_level_loss(logits: torch.Tensor, labels: list[list[int]], class_mask=None) -> float:
+    """Average over (image, label) pairs of the CE of the mean-pooled logits; 0 when there is no pair."""
+    z = _as_lists(logits)
+    batch, columns, height, width = logits.shape
+    total, count = 0.0, 0
+    for b in range(batch):
+        for label in labels[b]:
+            pooled = []
+            for k in range(columns):
+                acc = 0.0
+                for i in range(height):
+                    for j in range(width):
+                        acc += z[b][k][i][j]
+                pooled.append(acc / (height * width))
+            total += pair_loss(pooled, label, labels[b], b, class_mask)
+            count += 1
+    return total / count if count else 0.0
+
+
+# ----------------------------------------------------------------------------------------- memory bank
+
+
+class FullMemoryBank:
+    """The published bank: per class a FIFO of M slots, each slot the (K, d) raw features of one image."""
+
+    def __init__(self, num_classes: int, size: int, warmup: int = 1):
+        self.size = size
+        self.warmup = warmup
+        self.slots = [deque(maxlen=size) for _ in range(num_classes)]
+        self.writes = [0] * num_classes
+
+    def enqueue(self, class_id: int, features: torch.Tensor) -> None:
+        """Push one slot: the (K, d) normalised features of one image's top-K pixels for this class."""
+        self.slots[int(class_id)].append(features.detach().double().clone())
+        self.writes[int(class_id)] += 1
+
+    def stored(self, class_id: int) -> list[torch.Tensor]:
+        """Every stored feature vector of a class, oldest slot first."""
+        return [feature for slot in self.slots[class_id] for feature in slot]
+
+    def usable(self, class_id: int) -> bool:
+        """Warm-up: its ring has taken at least W * M writes, and there is something to average over."""
+        return self.writes[class_id] >= self.warmup * self.size and len(self.slots[class_id]) > 0
+
+    def mean_cosine(self, class_id: int, query: torch.Tensor) -> float:
+        """Mean over every stored feature of its dot product with `query` (a normalised pixel feature)."""
+        stored = self.stored(class_id)
+        total = 0.0
+        for feature in stored:
+            total += float(torch.dot(feature, query.double()))
+        return total / len(stored)
+
+    def copy(self) -> FullMemoryBank:
+        other = FullMemoryBank(len(self.slots), self.size, self.warmup)
+        other.slots = [deque([s.clone() for s in q], maxlen=self.size) for q in self.slots]
+        other.writes = list(self.writes)
+        return other
+
+
+def ref_topk_pixel_features(features: torch.Tensor, class_scores: torch.Tensor, k: int) -> torch.Tensor:
+    """One image: features (d, h, w), raw scores of one class (h, w) -> (k, d) features of the top-k pixels."""
+    _, height, width = features.shape
+    ranked = [(float(class_scores[i, j]), i, j) for i in range(height) for j in range(width)]
+    ranked.sort(key=lambda t: -t[0])
+    return torch.stack([features[:, i, j].double() for _, i, j in ranked[:k]])
+
+
+# ----------------------------------------------------------------------------------------- CA-Cls
+
+
+def ref_attention_map(
+    features: torch.Tensor,
+    scores: torch.Tensor,
+    bank: FullMemoryBank,
+    column_classes: list[int],
+    label: int,
+    image_labels: list[int] | None,
+    *,
+    background_topk: int = 5,
+    background_threshold: float = 0.35,
+    synonym_mse_threshold: float = 2.0,
+    background_suppression: bool = True,
+) -> tuple[list[list[float]], dict]:
+    """One image and label column: the standardised combined score (h, w), before the sigmoid.
+
+    features (d, h, w) normalised, scores (K, h, w) raw; `column_classes[k]` is the bank class of column k.
+    Returns the map and the details (candidates, kept, dropped as synonyms, route).
+    """
+    _, height, width = features.shape
+    columns = scores.shape[0]
+    pixels = [(i, j) for i in range(height) for j in range(width)]
+    raw = _as_lists(scores)
+
+    def class_map(column: int) -> list[float]:
+        return [bank.mean_cosine(column_classes[column], features[:, i, j]) for i, j in pixels]
+
+    foreground = class_map(label)
+    others = [k for k in (image_labels or []) if k != label]
+    if others:
+        route, candidates = "labels", others
+    else:
+        route, candidates = "threshold", []
+        for k in range(columns):
+            if k == label:
+                continue
+            values = sorted((raw[k][i][j] for i, j in pixels), reverse=True)[:background_topk]
+            if sum(values) / len(values) > background_threshold:
+                candidates.append(k)
+    if not background_suppression:
+        candidates = []
+
+    foreground_std = standardize_values(foreground)
+    kept, kept_maps, synonyms, unusable = [], [], [], []
+    for k in candidates:
+        if not bank.usable(column_classes[k]):
+            unusable.append(k)
+            continue
+        background = class_map(k)
+        background_std = standardize_values(background)
+        mse = sum((a - f) ** 2 for a, f in zip(background_std, foreground_std, strict=True)) / len(pixels)
+        if mse <= synonym_mse_threshold:
+            synonyms.append(k)
+            continue
+        kept.append(k)
+        kept_maps.append(background)
+
+    combined = []
+    for x in range(len(pixels)):
+        if kept_maps:
+            combined.append(foreground[x] - sum(m[x] for m in kept_maps) / len(kept_maps))
+        else:
+            combined.append(foreground[x] - (1.0 - foreground[x]))
+    flat = standardize_values(combined)
+    grid = [[flat[i * width + j] for j in range(width)] for i in range(height)]
+    details = {
+        "route": route,
+        "candidates": candidates,
+        "kept": kept,
+        "synonyms": synonyms,
+        "unusable": unusable,
+    }
+    return grid, details
+
+
+def ref_attentive_loss(
+    logits: torch.Tensor,
+    features: torch.Tensor,
+    scores: torch.Tensor,
+    bank: FullMemoryBank,
+    column_classes: list[int],
+    labels: list[list[int]],
+    class_mask=None,
+    **attention_kwargs,
+) -> tuple[float, list[dict]]:
+    """CA-Cls loss: for each (image, label) pair whose class is usable, attention = sigmoid(bilinear
+    upsample of the standardised combined map to the logits' size); attentive logits = logits * a at every
+    column; then the image-level loss (mean pool, other labels dropped, CE), averaged over those pairs."""
+    z = _as_lists(logits)
+    batch, columns, height, width = logits.shape
+    total, count, records = 0.0, 0, []
+    for b in range(batch):
+        for label in labels[b]:
+            if not bank.usable(column_classes[label]):
+                records.append({"image": b, "label": label, "used": False})
+                continue
+            grid, details = ref_attention_map(
+                features[b], scores[b], bank, column_classes, label, labels[b], **attention_kwargs
+            )
+            if (len(grid), len(grid[0])) != (height, width):
+                grid = bilinear(grid, height, width)
+            attention = [[1.0 / (1.0 + math.exp(-v)) for v in row] for row in grid]
+            pooled = []
+            for k in range(columns):
+                acc = 0.0
+                for i in range(height):
+                    for j in range(width):
+                        acc += z[b][k][i][j] * attention[i][j]
+                pooled.append(acc / (height * width))
+            total += pair_loss(pooled, label, labels[b], b, class_mask)
+            count += 1
+            records.append({"image": b, "label": label, "used": True, **details})
+    return (total / count if count else 0.0), records
