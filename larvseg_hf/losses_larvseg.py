@@ -160,6 +160,7 @@ def attentive_scores(
     background_threshold: float = 0.35,
     synonym_mse_threshold: float = 2.0,
     background_suppression: bool = True,
+    class_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CA-Cls attention logits (before the sigmoid), standardised over each image's pixels.
 
@@ -171,6 +172,7 @@ def attentive_scores(
         image_targets: (B, K) other labels of each image, the background classes when present;
             None (inference) always uses the score threshold.
         background_suppression: False keeps the foreground score alone (an ablation).
+        class_mask: (B, K) columns each image's dataset sampled; background classes come only from these.
     Returns:
         (P, h, w): standardise(foreground - mean(background)), or standardise(2 * foreground - 1)
         where no background class survives. A pair whose class is not usable is the caller's to drop.
@@ -192,6 +194,8 @@ def attentive_scores(
         others = image_targets.bool()[pair_image] & ~own
         candidates = torch.where(others.any(1, keepdim=True), others, likely_present)
     candidates = candidates & bank_usable[None, :] & background_suppression
+    if class_mask is not None:
+        candidates = candidates & class_mask.bool()[pair_image]
 
     standardized = standardize(bank_maps)  # (B, K, X)
     pair_maps = standardized[pair_image]  # (P, K, X)

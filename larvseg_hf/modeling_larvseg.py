@@ -372,6 +372,7 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             background_threshold=config.background_score_threshold,
             synonym_mse_threshold=config.synonym_mse_threshold,
             background_suppression=config.background_suppression,
+            class_mask=class_mask,
         )
         attention = torch.sigmoid(
             F.interpolate(attention[:, None], upsampled.shape[-2:], mode="bilinear", align_corners=False)[
