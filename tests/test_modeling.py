@@ -1,0 +1,348 @@
+"""LarvSegForSemanticSegmentation: shapes, class restriction, input errors, class sampling,
+gradient flow of each loss term, memory-bank updates and coseg inference, on tiny random models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_config, make_model
+
+import larvseg_hf.modeling_larvseg as modeling
+from larvseg_hf import LarvSegForSemanticSegmentation
+
+NAMES = ["background", "cat", "dog", "potted_plant", "person"]
+IGNORE = -100
+
+
+def _image_labels(batch: int, num_labels: int, rows: dict[int, list[int]]) -> torch.Tensor:
+    hot = torch.zeros(batch, num_labels)
+    for row, ids in rows.items():
+        hot[row, ids] = 1
+    return hot
+
+
+def _fill_bank(model: LarvSegForSemanticSegmentation, class_ids: list[int], seed: int = 0) -> None:
+    """Make `class_ids` usable: write warmup x size slots of random unit vectors for each."""
+    bank = model.memory_bank
+    generator = torch.Generator().manual_seed(seed)
+    writes = max(bank.warmup * bank.size, 1)
+    ids = torch.tensor(class_ids).repeat_interleave(writes)
+    rows = torch.nn.functional.normalize(
+        torch.randn(ids.numel(), bank.slots.shape[-1], generator=generator), dim=-1
+    )
+    bank.enqueue(ids, rows)
+
+
+# ------------------------------------------------------------------------------------------- shapes
+
+
+@pytest.mark.parametrize(
+    ("backbone", "size", "feature_size", "channels"),
+    [("vit", (32, 48), (4, 6), 32), ("resnet", (64, 48), (8, 6), 96)],
+)
+def test_output_shapes_and_dtypes(backbone, size, feature_size, channels):
+    model = make_model(backbone, names=NAMES)
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, *size))
+    assert out.logits.shape == (2, len(NAMES), *feature_size)
+    assert out.scores.shape == out.logits.shape
+    assert out.features.shape == (2, channels, *feature_size)
+    assert out.logits.dtype == out.scores.dtype == out.features.dtype == torch.float32
+    assert out.class_ids.dtype == torch.long
+    assert out.class_ids.tolist() == list(range(len(NAMES)))
+    assert out.loss is None
+    assert torch.isfinite(out.logits).all()
+    # Features are unit vectors; scores are their cosines with the classes.
+    torch.testing.assert_close(out.features.norm(dim=1), torch.ones(2, *feature_size))
+    assert out.scores.abs().max() <= 1 + 1e-5
+
+
+def test_head_hidden_size_adds_neck():
+    model = make_model("resnet", names=NAMES, head_hidden_size=24)
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 32, 32))
+    assert out.features.shape == (1, 24, 4, 4)
+    assert model.class_embeddings.shape == (len(NAMES), 24)
+
+
+@pytest.mark.parametrize("size", [(24, 56), (64, 16), (40, 32)])
+def test_vit_non_square_inputs_interpolate_position_embeddings(size):
+    # The config's image_size is 32x32; other sizes need interpolated position embeddings.
+    model = make_model("vit", names=NAMES)
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, *size))
+    assert out.logits.shape == (1, len(NAMES), size[0] // 8, size[1] // 8)
+    assert torch.isfinite(out.logits).all()
+
+
+def test_returns_tuple_without_return_dict(tiny_model):
+    with torch.no_grad():
+        out = tiny_model(torch.randn(1, 3, 32, 32), return_dict=False)
+    assert isinstance(out, tuple)
+    assert out[0].shape == (1, 5, 4, 4)
+
+
+# ------------------------------------------------------------------------------------------- class_ids
+
+
+def test_class_ids_by_ids_and_names_restrict_columns():
+    model = make_model("vit", names=NAMES)
+    pixels = torch.randn(2, 3, 32, 40)
+    with torch.no_grad():
+        full = model(pixels)
+        by_ids = model(pixels, class_ids=[3, 1])
+        by_names = model(pixels, class_ids=["potted_plant", "cat"])
+        by_tensor = model(pixels, class_ids=torch.tensor([3, 1]))
+    for out in (by_ids, by_names, by_tensor):
+        assert out.class_ids.tolist() == [3, 1]
+        assert out.logits.shape == (2, 2, 4, 5)
+        # Raw cosine scores do not depend on the other columns: they ARE the full model's columns.
+        torch.testing.assert_close(out.scores, full.scores[:, [3, 1]], rtol=0, atol=1e-6)
+    torch.testing.assert_close(by_names.logits, by_ids.logits, rtol=0, atol=0)
+    torch.testing.assert_close(by_tensor.logits, by_ids.logits, rtol=0, atol=0)
+    # Mask norm standardises across the columns in use, so restricted logits are not a slice of full ones...
+    assert not torch.allclose(by_ids.logits, full.logits[:, [3, 1]], atol=1e-3)
+    # ...but the scores standardised per pixel over the two columns (gamma = 1, beta = 0 at init).
+    scores = by_ids.scores
+    mean, var = scores.mean(1, keepdim=True), scores.var(1, unbiased=False, keepdim=True)
+    torch.testing.assert_close(by_ids.logits, (scores - mean) / torch.sqrt(var + 1e-5))
+
+
+def test_unknown_class_name_lists_closest_names():
+    model = make_model("vit", names=NAMES)
+    with pytest.raises(KeyError, match=r"pottedplant.*Closest known names.*potted_plant"):
+        model(torch.randn(1, 3, 32, 32), class_ids=["cat", "pottedplant"])
+    with pytest.raises(KeyError, match="zebra"):
+        model.resolve_class_ids(["zebra"])
+
+
+# ------------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"labels": torch.full((2, 32, 40), 9)}, r"labels hold ids \[9\] outside the vocabulary \[0, 5\)"),
+        ({"labels": torch.full((2, 32, 40), -5)}, r"labels hold ids \[-5\] outside the vocabulary"),
+        ({"labels": torch.zeros(2, 16, 20, dtype=torch.long)}, r"labels must be \(batch, height, width\)"),
+        (
+            {"image_labels": torch.zeros(2, 4)},
+            r"image_labels must be multi-hot of shape .* \(2, 5\), got \(2, 4\)",
+        ),
+        ({"image_labels": torch.zeros(2, 6)}, r"got \(2, 6\)"),
+        ({"class_ids": [7]}, r"class ids \[7\] are outside the vocabulary \[0, 5\)"),
+        ({"class_ids": [-1]}, r"outside the vocabulary"),
+        ({"class_ids": []}, r"class_ids is empty"),
+        ({"class_ids": torch.tensor([], dtype=torch.long)}, r"class_ids is empty"),
+    ],
+)
+def test_clear_errors_for_bad_targets_and_classes(kwargs, message):
+    model = make_model("vit", names=NAMES)
+    with pytest.raises(ValueError, match=message):
+        model(torch.randn(2, 3, 32, 40), **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 1, 32, 32), (1, 4, 32, 32), (1, 1, 3, 32, 32)])
+def test_pixel_values_of_wrong_rank_or_channels(shape):
+    model = make_model("vit", names=NAMES)
+    with pytest.raises(ValueError, match=r"pixel_values must be \(batch, 3, height, width\)"):
+        model(torch.randn(*shape))
+
+
+def test_empty_vocabulary_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="non-empty vocabulary"):
+        LarvSegForSemanticSegmentation(make_config("vit", id2label={}))
+    with pytest.raises(ValueError, match="vocabulary is empty"):
+        LarvSegForSemanticSegmentation.from_backbone(tmp_path / "never_read", vocabulary=[])
+
+
+def test_ignore_index_inside_vocabulary_is_rejected():
+    with pytest.raises(ValueError, match="ignore_index=2 is a vocabulary id"):
+        make_config("vit", names=NAMES, ignore_index=2)
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+class _MaskNormSpy:
+    """Wraps modeling.mask_norm to record the class_mask each forward standardises with."""
+
+    def __init__(self):
+        self.class_masks = []
+
+    def __call__(self, scores, gamma, beta, class_mask=None, eps=1e-5):
+        self.class_masks.append(class_mask)
+        return _ORIGINAL_MASK_NORM(scores, gamma, beta, class_mask, eps)
+
+
+_ORIGINAL_MASK_NORM = modeling.mask_norm
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_training_class_sampling_keeps_present_and_uses_base_pool_for_masks(seed, monkeypatch):
+    num_labels, sampled = 40, 8
+    base = list(range(20))
+    model = make_model(
+        "vit", num_labels, seed=seed, train=True, base_label_ids=base, num_sampled_classes=sampled
+    )
+    spy = _MaskNormSpy()
+    monkeypatch.setattr(modeling, "mask_norm", spy)
+
+    labels = torch.full((4, 32, 32), IGNORE)
+    labels[0, :16], labels[0, 16:], labels[1, :, :8] = 2, 5, 11  # mask rows 0, 1 (row 1 partly unlabelled)
+    image_labels = _image_labels(4, num_labels, {2: [25, 33], 3: [38]})  # image rows 2, 3 (novel ids)
+    torch.manual_seed(100 + seed)
+    out = model(torch.randn(4, 3, 32, 32), labels=labels, image_labels=image_labels)
+
+    columns = out.class_ids.tolist()
+    assert {2, 5, 11, 25, 33, 38} <= set(columns)
+    assert columns == sorted(set(columns))
+    assert len(columns) <= 2 * sampled
+    assert out.logits.shape[1] == len(columns)
+
+    (class_mask,) = spy.class_masks
+    assert class_mask is not None and class_mask.shape == (4, len(columns))
+    ids = out.class_ids
+    for row in (0, 1):  # mask samples: present classes + negatives from the base pool only
+        used = set(ids[class_mask[row]].tolist())
+        assert {2, 5, 11} <= used and used <= set(base)
+        assert len(used) == sampled
+    for row in (2, 3):  # image samples: present image labels + negatives from the whole vocabulary
+        used = set(ids[class_mask[row]].tolist())
+        assert {25, 33, 38} <= used
+        assert len(used) == sampled
+    assert torch.isfinite(out.loss)
+    assert torch.isfinite(out.supervised_loss) and out.supervised_loss > 0
+    assert torch.isfinite(out.image_level_loss) and out.image_level_loss > 0
+    out.loss.backward()
+    assert torch.isfinite(model.class_embeddings.grad).all()
+    # Only the columns seen this step receive gradient.
+    touched = model.class_embeddings.grad.abs().sum(1) > 0
+    assert set(touched.nonzero().flatten().tolist()) <= set(columns)
+
+
+def test_small_vocabulary_uses_every_class_in_training():
+    model = make_model("vit", names=NAMES, train=True, num_sampled_classes=100)
+    labels = torch.full((1, 32, 32), IGNORE)
+    labels[0, :8] = 1
+    out = model(torch.randn(1, 3, 32, 32), labels=labels)
+    assert out.class_ids.tolist() == list(range(len(NAMES)))
+
+
+TRAINABLE = ["pixel_projection.weight", "class_projection.weight", "class_embeddings", "mask_norm_gamma"]
+ONLY = {
+    "supervised": {"supervised_loss_weight": 1.0, "image_loss_weight": 0.0, "attentive_loss_weight": 0.0},
+    "image_level": {"supervised_loss_weight": 0.0, "image_loss_weight": 1.0, "attentive_loss_weight": 0.0},
+    "attentive": {"supervised_loss_weight": 0.0, "image_loss_weight": 0.0, "attentive_loss_weight": 1.0},
+}
+
+
+@pytest.mark.parametrize("term", list(ONLY))
+def test_each_loss_term_alone_reaches_every_trainable_part(term):
+    num_labels = 12
+    model = make_model(
+        "vit",
+        num_labels,
+        train=True,
+        base_label_ids=range(6),
+        memory_bank_size=1,
+        memory_bank_warmup=1,
+        **ONLY[term],
+    )
+    pixels = torch.randn(4, 3, 32, 32)
+    labels = torch.full((4, 32, 32), IGNORE)
+    labels[0, :16], labels[0, 16:], labels[1] = 1, 2, 3
+    image_labels = _image_labels(4, num_labels, {2: [7, 8], 3: [9]})
+    if term == "attentive":
+        with torch.no_grad():  # warm the bank: one write per (image, label) pair makes size-1 rings usable
+            model(pixels, labels=labels, image_labels=image_labels)
+        assert model.memory_bank.usable(torch.tensor([7, 8, 9])).all()
+    model.zero_grad()
+
+    out = model(pixels, labels=labels, image_labels=image_labels)
+    loss_name = {
+        "supervised": "supervised_loss",
+        "image_level": "image_level_loss",
+        "attentive": "attentive_loss",
+    }
+    assert getattr(out, loss_name[term]) > 0
+    torch.testing.assert_close(out.loss, getattr(out, loss_name[term]))
+    out.loss.backward()
+
+    for name in TRAINABLE:
+        grad = model.get_parameter(name).grad
+        assert grad is not None and grad.abs().max() > 1e-6, name
+    backbone_grads = [p.grad for p in model.backbone.parameters()]
+    assert all(g is not None for g in backbone_grads)
+    assert model.backbone.model.embeddings.patch_embeddings.projection.weight.grad.abs().max() > 1e-6
+    # beta shifts every column equally, and every term is a softmax cross-entropy over columns: its
+    # gradient is connected but mathematically zero (shift invariance), only float noise remains.
+    beta_grad = model.mask_norm_beta.grad
+    assert beta_grad is not None and beta_grad.abs() < 1e-5
+    # The bank is buffers: never a parameter, never a gradient.
+    parameter_names = {name for name, _ in model.named_parameters()}
+    assert not any(name.startswith("memory_bank") for name in parameter_names)
+    assert not model.memory_bank.slots.requires_grad and model.memory_bank.slots.grad is None
+    assert model.memory_bank.num_writes.grad is None
+
+
+def test_frozen_class_embeddings_get_no_gradient():
+    model = make_model("vit", names=NAMES, train=True, freeze_class_embeddings=True)
+    out = model(torch.randn(2, 3, 32, 32), image_labels=_image_labels(2, 5, {0: [1], 1: [2]}))
+    out.loss.backward()
+    assert model.class_embeddings.grad is None
+    assert model.class_projection.weight.grad is not None
+
+
+# ------------------------------------------------------------------------------------------- memory bank
+
+
+def test_eval_forward_with_targets_leaves_bank_alone_and_train_forward_writes():
+    num_labels = 6
+    model = make_model("vit", num_labels, memory_bank_size=2, memory_bank_warmup=1)
+    pixels = torch.randn(3, 3, 32, 32)
+    labels = torch.full((3, 32, 32), IGNORE)
+    labels[0] = 1
+    image_labels = _image_labels(3, num_labels, {1: [2, 4], 2: [4]})
+    slots, writes = model.memory_bank.slots.clone(), model.memory_bank.num_writes.clone()
+
+    model.eval()
+    with torch.no_grad():
+        out = model(pixels, labels=labels, image_labels=image_labels)
+    assert out.loss is not None
+    assert torch.equal(model.memory_bank.slots, slots) and torch.equal(model.memory_bank.num_writes, writes)
+
+    model.train()
+    model(pixels, labels=labels, image_labels=image_labels)
+    # One slot per (image, label) pair: class 2 once, class 4 twice; mask labels never enter the bank.
+    assert model.memory_bank.num_writes.tolist() == [0, 0, 1, 0, 2, 0]
+    assert model.memory_bank.slots[[2, 4]].abs().sum() > 0
+    assert model.memory_bank.slots[[0, 1, 3, 5]].abs().sum() == 0
+    # Slot means are means of unit vectors: norm at most 1.
+    assert model.memory_bank.slots[4].float().norm(dim=-1).max() <= 1 + 1e-2
+
+
+def test_coseg_reweights_only_classes_with_a_usable_bank():
+    model = make_model("vit", names=NAMES, memory_bank_size=2, memory_bank_warmup=1)
+    pixels = torch.randn(2, 3, 32, 40)
+    with torch.no_grad():
+        plain = model(pixels).logits
+        empty_bank = model(pixels, coseg=True).logits
+    # No usable bank: every column gets sigmoid(0) = 0.5, a uniform scale that keeps the argmax.
+    assert torch.equal(empty_bank, plain * 0.5)
+    assert torch.equal(empty_bank.argmax(1), plain.argmax(1))
+
+    usable, unusable = [1, 3], [0, 2, 4]
+    _fill_bank(model, usable)
+    model.memory_bank.enqueue(torch.tensor([4]), torch.ones(1, model.memory_bank.slots.shape[-1]))  # not warm
+    assert model.memory_bank.usable(torch.arange(5)).tolist() == [False, True, False, True, False]
+    with torch.no_grad():
+        again = model(pixels).logits
+        coseg = model(pixels, coseg=True).logits
+    assert torch.equal(again, plain)  # coseg=False ignores the bank
+    # Classes without a usable bank: still exactly the uniform 0.5 scale, no spatial re-weighting.
+    assert torch.equal(coseg[:, unusable], plain[:, unusable] * 0.5)
+    # Classes with a bank: a per-pixel attention in (0, 1), not a uniform scale.
+    ratio = coseg[:, usable] / plain[:, usable]
+    assert ((ratio > 0) & (ratio < 1)).all()
+    assert ratio.flatten(2).std(-1).min() > 1e-3
