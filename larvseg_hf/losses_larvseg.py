@@ -197,17 +197,37 @@ def attentive_scores(
     if class_mask is not None:
         candidates = candidates & class_mask.bool()[pair_image]
 
+    # Per-pair work runs on a (B, L, ...) layout (L = most pairs in one image), so no (P, K, X) copy
+    # of the maps is ever made: one einsum per image gives every pair's cross terms.
+    pair_rank = _rank_within_image(pair_image, batch)
+    slots = int(pair_rank.max()) + 1
     standardized = standardize(bank_maps)  # (B, K, X)
-    pair_maps = standardized[pair_image]  # (P, K, X)
     standardized_fg = standardized[pair_image, pair_column]  # (P, X)
-    mse = ((pair_maps - standardized_fg[:, None, :]) ** 2).mean(-1)  # (P, K)
+    padded_fg = standardized.new_zeros(batch, slots, standardized.shape[-1])
+    padded_fg[pair_image, pair_rank] = standardized_fg
+    cross = (
+        torch.einsum("blx,bkx->blk", padded_fg, standardized)[pair_image, pair_rank] / standardized.shape[-1]
+    )
+    squares = (standardized**2).mean(-1)  # (B, K)
+    mse = (standardized_fg**2).mean(-1, keepdim=True) + squares[pair_image] - 2 * cross  # (P, K)
     keep = candidates & (mse > synonym_mse_threshold)
 
     num_kept = keep.sum(1, keepdim=True)
-    background = torch.einsum("pk,pkx->px", keep.to(bank_maps.dtype), bank_maps[pair_image])
-    background = background / num_kept.clamp(min=1)
+    weights = bank_maps.new_zeros(batch, slots, num_columns)
+    weights[pair_image, pair_rank] = keep.to(bank_maps.dtype) / num_kept.clamp(min=1)
+    background = torch.einsum("blk,bkx->blx", weights, bank_maps)[pair_image, pair_rank]  # (P, X)
     combined = torch.where(num_kept > 0, foreground - background, 2 * foreground - 1)
     return standardize(combined).view(-1, height, width)
+
+
+def _rank_within_image(pair_image: torch.Tensor, batch: int) -> torch.Tensor:
+    """Position of each pair among its image's pairs (pairs need not be sorted)."""
+    order = torch.sort(pair_image, stable=True).indices
+    counts = torch.bincount(pair_image, minlength=batch)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(pair_image)
+    rank[order] = torch.arange(pair_image.numel(), device=pair_image.device) - starts[pair_image[order]]
+    return rank
 
 
 def attentive_image_level_loss(
