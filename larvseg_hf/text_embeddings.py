@@ -51,7 +51,7 @@ def encode_class_names(
 
 def fit_to_width(embeddings: torch.Tensor, width: int, seed: int = 0) -> torch.Tensor:
     """Map (N, D) text embeddings to the classifier width while keeping their cosine geometry:
-    an isometric random embedding when width >= D, the top principal directions otherwise."""
+    an isometric random embedding when width >= D, the top singular directions otherwise."""
     embeddings = embeddings.float()
     num, dim = embeddings.shape
     if width >= dim:
@@ -60,9 +60,13 @@ def fit_to_width(embeddings: torch.Tensor, width: int, seed: int = 0) -> torch.T
             torch.randn(width, dim, generator=generator)
         )  # (width, D), orthonormal columns
         return embeddings @ basis.T
-    centered = embeddings - embeddings.mean(0, keepdim=True)
-    _, _, vh = torch.linalg.svd(centered, full_matrices=False)
-    return F.normalize(embeddings @ vh[:width].T, dim=-1)
+    # The N names span at most N dimensions: their top singular directions keep every dot product
+    # exactly when N <= width, and give the best rank-`width` approximation otherwise.
+    _, _, vh = torch.linalg.svd(embeddings, full_matrices=False)
+    projected = embeddings @ vh[:width].T
+    if projected.shape[1] < width:
+        projected = F.pad(projected, (0, width - projected.shape[1]))
+    return F.normalize(projected, dim=-1)
 
 
 def init_class_embeddings_from_names(
