@@ -229,7 +229,9 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         self, labels: torch.Tensor | None, image_labels: torch.Tensor | None, batch: int
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Class sampling: mask samples draw negatives from the base pool, image samples from all,
-        as each dataset in the paper samples from its own vocabulary."""
+        as each dataset in the paper samples from its own vocabulary. This holds even when the whole
+        vocabulary fits in `num_sampled_classes`: a novel class must never be a negative on mask data,
+        where it is unlabeled rather than absent, or the model learns never to predict it."""
         num_labels, device = self.config.num_labels, self.class_embeddings.device
         is_mask = torch.zeros(batch, dtype=torch.bool, device=device)
         present_mask = torch.zeros(num_labels, dtype=torch.bool, device=device)
@@ -243,7 +245,7 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             hot = image_labels > 0
             is_image = hot.any(1)
             present_image = hot.any(0)
-        if num_labels <= self.config.num_sampled_classes:
+        if num_labels <= self.config.num_sampled_classes and not self.base_mask.any():
             return torch.arange(num_labels, device=device), None
         groups, group_columns = [], []
         if is_mask.any() or not is_image.any():
