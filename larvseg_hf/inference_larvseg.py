@@ -1,6 +1,6 @@
 # Copyright 2026 The larvseg-hf authors. Licensed under the Apache License, Version 2.0.
-"""Inference helpers that keep large vocabularies affordable: an exact upsampled argmax that never
-builds N x H x W logits, and sliding-window inference accumulated at feature resolution."""
+"""Inference helpers that keep large vocabularies affordable: an upsampled argmax that never builds
+K x H x W logits, and sliding-window inference accumulated at feature resolution."""
 
 from __future__ import annotations
 
@@ -8,6 +8,83 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+# upsampled_argmax upsamples the union of candidate channels with F.interpolate when it holds at most
+# this many channels, and refines candidates per cell otherwise (_per_cell_argmax).
+_EXACT_PATH_CHANNELS = 64
+# (block, channel) pairs refined at once by the per-cell path (a few hundred bytes of temporaries each).
+_PAIRS_PER_STEP = 1 << 18
+# Blocks of output pixels are split _SPLIT x _SPLIT per refinement step until both their sides are at
+# most _FINISH pixels; then every remaining channel is evaluated at every pixel.
+_SPLIT = 2
+_FINISH = 4
+# One refinement of a pair costs about as much as this many F.interpolate output values (CPU: ~100 ns
+# vs ~6.5 ns): the per-cell path gives up (and the exact path runs) once its work would exceed the
+# exact path's.
+_PAIR_COST = 16
+# Pruning slack, in units of eps * max |logit|: a bilinear value computed in float is within a few eps
+# of the exact one, so slack-less pruning could drop a channel that rounding makes the winner.
+_SLACK_EPS = 16
+# Channels per chunk when computing cell bounds: about this many logits, so temporaries stay in cache.
+_CHUNK_ELEMENTS = 1 << 18
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Float type the per-cell path computes in: float64 for float64 logits, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _pairwise(values: torch.Tensor, dim: int, op) -> torch.Tensor:
+    """op(values[index], values[min(index + 1, size - 1)]) along `dim` (the edge-replicated neighbour)."""
+    out, size = torch.empty_like(values), values.shape[dim]
+    op(values.narrow(dim, 0, size - 1), values.narrow(dim, 1, size - 1), out=out.narrow(dim, 0, size - 1))
+    out.narrow(dim, size - 1, 1).copy_(values.narrow(dim, size - 1, 1))
+    return out
+
+
+def _cell_bounds(logits: torch.Tensor, slack_eps: float = 0.0) -> tuple:
+    """Per-cell pruning of logits (K, h, w), computed in cache-sized chunks of channels.
+
+    Cell (i, j) holds rows i, i + 1 and columns j, j + 1 of the edge-replicated map; every upsampled
+    pixel is a convex combination of one cell's corners. The cell threshold is the largest per-channel
+    minimum, which the cell's winner reaches everywhere in the cell; a channel whose cell maximum is
+    below it cannot win there. Returns (union (K,) bool: channels that pass in some cell, mask, counts,
+    slack): with slack_eps, mask (K, h * w) bool says which channels pass in which cell with a slack
+    of slack_eps * eps * max |logit| (plus the logits' own eps for float16 / bfloat16), and counts
+    (h * w,) sums it; without, both are None.
+    """
+    num_classes, h, w = logits.shape
+    step = max(1, _CHUNK_ELEMENTS // (h * w))
+    threshold = scale = None
+    for start in range(0, num_classes, step):
+        chunk = logits[start : start + step]
+        cell_min = _pairwise(_pairwise(chunk, 2, torch.minimum), 1, torch.minimum).amax(0)
+        threshold = cell_min if threshold is None else torch.maximum(threshold, cell_min)
+        if slack_eps:
+            low, high = torch.aminmax(chunk)
+            scale = (
+                torch.maximum(-low, high)
+                if scale is None
+                else torch.maximum(scale, torch.maximum(-low, high))
+            )
+    scale = float(scale) if slack_eps else 0.0  # one device sync
+    dtype = _compute_dtype(logits.dtype)
+    slack = slack_eps * torch.finfo(dtype).eps * scale
+    if slack_eps and dtype != logits.dtype:  # PyTorch rounds upsampled values to the logits' dtype,
+        slack += torch.finfo(logits.dtype).eps * scale  # which ties values closer than that rounding
+    union = torch.empty(num_classes, dtype=torch.bool, device=logits.device)
+    mask = counts = None
+    if slack_eps:
+        mask = torch.empty(num_classes, h * w, dtype=torch.bool, device=logits.device)
+        counts = torch.zeros(h * w, dtype=torch.int32, device=logits.device)
+    for start in range(0, num_classes, step):
+        cell_max = _pairwise(_pairwise(logits[start : start + step], 2, torch.maximum), 1, torch.maximum)
+        union[start : start + step] = (cell_max >= threshold).flatten(1).any(1)
+        if mask is not None:
+            passes = mask[start : start + step]
+            torch.ge(cell_max.view(-1, h * w), (threshold.to(dtype) - slack).view(-1), out=passes)
+            counts += passes.sum(0, dtype=torch.int32)
+    return union, mask, counts, slack
 
 
 def candidate_classes(logits: torch.Tensor) -> torch.Tensor:
@@ -17,21 +94,17 @@ def candidate_classes(logits: torch.Tensor) -> torch.Tensor:
     a channel whose maximum is below the largest per-channel minimum can never be the argmax there.
     Returns sorted channel indices, so ties resolve as in a full argmax.
     """
-    padded = F.pad(logits[None], (0, 1, 0, 1), mode="replicate")
-    cell_max = F.max_pool2d(padded, 2, stride=1)[0]
-    cell_min = -F.max_pool2d(-padded, 2, stride=1)[0]
-    threshold = cell_min.max(0).values
-    return (cell_max >= threshold[None]).flatten(1).any(1).nonzero().flatten()
+    return _cell_bounds(logits)[0].nonzero().flatten()
 
 
-def upsampled_argmax(logits: torch.Tensor, size: tuple[int, int], chunk_size: int = 64) -> torch.Tensor:
-    """argmax over channels of `interpolate(logits, size, bilinear)` for one image's (K, h, w) logits,
-    computed on the candidate channels only and in chunks, so memory stays O(chunk_size x H x W)."""
-    size = (int(size[0]), int(size[1]))
-    candidates = candidate_classes(logits)
+def _exact_argmax(
+    logits: torch.Tensor, size: tuple[int, int], channels: torch.Tensor, chunk_size: int
+) -> torch.Tensor:
+    """argmax over `channels` (sorted ascending) of F.interpolate(logits), chunk_size channels at a time;
+    ties go to the lowest channel, as in a full argmax."""
     best_value = best_index = None
-    for start in range(0, candidates.numel(), chunk_size):  # chunks of channels, not single classes
-        chunk = candidates[start : start + chunk_size]
+    for start in range(0, channels.numel(), chunk_size):  # chunks of channels, not single classes
+        chunk = channels[start : start + chunk_size]
         resized = F.interpolate(logits[chunk][None], size, mode="bilinear", align_corners=False)[0]
         value, index = resized.max(0)
         index = chunk[index]
@@ -42,6 +115,225 @@ def upsampled_argmax(logits: torch.Tensor, size: tuple[int, int], chunk_size: in
             best_value = torch.where(better, value, best_value)
             best_index = torch.where(better, index, best_index)
     return best_index
+
+
+def _source_index(
+    in_size: int, out_size: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PyTorch's bilinear source indices (align_corners=False, no scale factor): for each output index,
+    the lower input index i0 and the weight of input index min(i0 + 1, in_size - 1)."""
+    scale = torch.tensor(float(in_size), dtype=dtype, device=device) / out_size
+    source = (scale * (torch.arange(out_size, dtype=dtype, device=device) + 0.5) - 0.5).clamp_min(0)
+    index = source.long().clamp_max(in_size - 1)  # truncation is floor: source >= 0
+    return index, source - index
+
+
+def _bilinear(corners: torch.Tensor, row_weight: torch.Tensor, col_weight: torch.Tensor) -> torch.Tensor:
+    """Values of n channels with cell corners (4, n) (rows i, i + 1 x columns j, j + 1) at row weights
+    (R, n) x column weights (C, n) of their cell: (R, C, n). Along rows first, as PyTorch's kernel."""
+    a, b, c, d = corners[:, None]
+    top, bottom = torch.lerp(a, b, col_weight), torch.lerp(c, d, col_weight)
+    return torch.lerp(top, bottom, row_weight[:, None])
+
+
+def _parts(start: torch.Tensor, end: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split pixel ranges [start, end) (B,) into _SPLIT parts [bounds k, bounds k + 1) (some empty).
+
+    Returns (bounds (_SPLIT + 1, B), points (_SPLIT + 1, B)): part k's pixels lie between pixels
+    points k and k + 1 (its first pixel, and the next part's first or the range's last), in the range.
+    """
+    steps = torch.arange(_SPLIT + 1, device=start.device)[:, None]
+    bounds = start + steps * (end - start) // _SPLIT
+    return bounds, torch.minimum(bounds, end - 1)
+
+
+def _refine(blocks, pairs, row_weight, col_weight, slack):
+    """Split every block of output pixels (inside one cell) _SPLIT x _SPLIT; keep, per part, the channels
+    that can still win in it.
+
+    In a cell, a channel's upsampled value is bilinear in (row weight, column weight), so over a
+    rectangle of pixels its maximum and minimum lie at the rectangle's corners. A channel whose maximum
+    over a part is below the largest minimum over it (less `slack`) cannot win there. Parts' corners
+    are the shared points of _parts, so a pair costs (_SPLIT + 1)^2 values.
+    blocks: (r0, r1, c0, c1) pixel ranges, each (B,); pairs: (block (n,), channel (n,), corners (4, n)).
+    """
+    r0, r1, c0, c1 = blocks
+    block, channel, corners = pairs
+    n, num_parts = block.numel(), _SPLIT * _SPLIT
+    row_bounds, row_points = _parts(r0, r1)
+    col_bounds, col_points = _parts(c0, c1)
+    values = _bilinear(
+        corners, row_weight[row_points].index_select(1, block), col_weight[col_points].index_select(1, block)
+    )
+    high = torch.maximum(values[:-1], values[1:])
+    high = torch.maximum(high[:, :-1], high[:, 1:]).reshape(num_parts, n)
+    low = torch.minimum(values[:-1], values[1:])
+    low = torch.minimum(low[:, :-1], low[:, 1:]).reshape(num_parts, n)
+    threshold = low.new_full((num_parts, r0.numel()), -math.inf)
+    threshold.scatter_reduce_(1, block.expand(num_parts, n), low, "amax")
+    row_valid = row_bounds[1:] > row_bounds[:-1]
+    col_valid = col_bounds[1:] > col_bounds[:-1]
+    valid = (row_valid[:, None] & col_valid[None]).view(num_parts, -1)  # (part, block)
+    threshold = (threshold - slack).masked_fill_(~valid, math.inf)
+    kept = (high >= threshold.index_select(1, block)).view(-1).nonzero().squeeze(1)
+    part, parent = kept // n, kept % n
+    new_id = valid.view(-1).cumsum(0) - 1  # new blocks in (part, block) order
+    new_blocks = tuple(
+        bounds.expand(_SPLIT, _SPLIT, -1).reshape(num_parts, -1)[valid]
+        for bounds in (
+            row_bounds[:-1, None],
+            row_bounds[1:, None],
+            col_bounds[None, :-1],
+            col_bounds[None, 1:],
+        )
+    )
+    new_pairs = (
+        new_id.take(part * r0.numel() + block.index_select(0, parent)),
+        channel.index_select(0, parent),
+        corners.index_select(1, parent),
+    )
+    return new_blocks, new_pairs
+
+
+def _finish(blocks, pairs, row_weight, col_weight, result, num_classes, out_dtype):
+    """Blocks of at most _FINISH x _FINISH pixels: evaluate every pair at every pixel of its block and
+    write the argmax (ties to the lowest channel) into `result`. Values are rounded to `out_dtype`
+    first, as F.interpolate's output is (float16 / bfloat16 logits: many exact ties)."""
+    r0, r1, c0, c1 = blocks
+    block, channel, corners = pairs
+    n, num_pixels = block.numel(), _FINISH * _FINISH
+    steps = torch.arange(_FINISH, device=r0.device)[:, None]
+    rows, cols = r0 + steps, c0 + steps  # (_FINISH, B)
+    valid = ((rows < r1)[:, None] & (cols < c1)[None]).view(num_pixels, -1)
+    rows, cols = torch.minimum(rows, r1 - 1), torch.minimum(cols, c1 - 1)
+    values = _bilinear(
+        corners, row_weight[rows].index_select(1, block), col_weight[cols].index_select(1, block)
+    )
+    values = values.view(num_pixels, n)
+    if out_dtype != values.dtype:
+        values = values.to(out_dtype).to(values.dtype)
+    index = block.expand(num_pixels, n)
+    best = values.new_full((num_pixels, r0.numel()), -math.inf).scatter_reduce_(1, index, values, "amax")
+    candidate = torch.where(values == best.index_select(1, block), channel, num_classes)
+    winner = torch.full_like(best, num_classes, dtype=torch.long).scatter_reduce_(1, index, candidate, "amin")
+    pixel_rows = rows[:, None].expand(_FINISH, _FINISH, -1).reshape(num_pixels, -1)[valid]
+    pixel_cols = cols[None].expand(_FINISH, _FINISH, -1).reshape(num_pixels, -1)[valid]
+    result[pixel_rows, pixel_cols] = winner[valid]
+
+
+def _per_cell_argmax(
+    logits: torch.Tensor,
+    size: tuple[int, int],
+    bounds: tuple | None = None,
+    work_limit: float | None = None,
+) -> torch.Tensor | None:
+    """Argmax of the bilinearly upsampled logits (K, h, w) from per-cell candidates, refined coarse to fine.
+
+    Each output pixel lies in one cell of the edge-replicated map (at its PyTorch source indices i0, j0).
+    A cell's candidates are the channels whose cell maximum reaches the cell threshold (_cell_bounds).
+    The cell's output pixels are then split in _SPLIT x _SPLIT blocks, again and again, each keeping
+    only the channels whose maximum over it reaches the largest minimum over it (_refine), until blocks
+    are at most _FINISH x _FINISH pixels, where the channels left are evaluated pixel by pixel
+    (_finish). For a random-init model with 21,841 classes and a 32 x 32 map upsampled to 512 x 512, a
+    cell keeps ~1,800 channels, a 4 x 4 block ~25. (block, channel) pairs are processed in batches of
+    about _PAIRS_PER_STEP, depth first, so temporaries stay bounded (~100 MiB).
+
+    Values are computed with this function's own float arithmetic (lerp), which differs from PyTorch's
+    upsampling kernel by a few eps: the result equals interpolate-then-argmax except at pixels whose
+    top two upsampled values are within that rounding (~1e-6 for logits of order 1); ties go to the
+    lowest channel. Pruning keeps a slack of _SLACK_EPS * eps * max |logit|, so it never drops the
+    winner of this arithmetic. Returns None if the work would exceed `work_limit` pair refinements
+    (masses of exact ties) or the logits are not finite.
+    """
+    num_classes, h, w = logits.shape
+    height, width = size
+    device = logits.device
+    _, mask, counts, slack = bounds if bounds is not None else _cell_bounds(logits, _SLACK_EPS)
+    if not math.isfinite(slack):
+        return None
+    dtype = _compute_dtype(logits.dtype)
+
+    row_cell, row_weight = _source_index(h, height, dtype, device)
+    col_cell, col_weight = _source_index(w, width, dtype, device)
+    rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
+    row_start, row_end = torch.searchsorted(row_cell, rows), torch.searchsorted(row_cell, rows, right=True)
+    col_start, col_end = torch.searchsorted(col_cell, cols), torch.searchsorted(col_cell, cols, right=True)
+    cell_i, cell_j = torch.meshgrid(rows[row_end > row_start], cols[col_end > col_start], indexing="ij")
+    cell_i, cell_j = cell_i.flatten(), cell_j.flatten()  # the cells that hold output pixels
+    if cell_i.numel() < h * w:
+        mask, counts = mask[:, cell_i * w + cell_j], counts[cell_i * w + cell_j]
+    # Corners (i, j), (i, j + 1), (i + 1, j), (i + 1, j + 1) of each cell, edges clamped.
+    next_i, next_j = (cell_i + 1).clamp_max(h - 1), (cell_j + 1).clamp_max(w - 1)
+    corner_offsets = torch.stack(
+        [cell_i * w + cell_j, cell_i * w + next_j, next_i * w + cell_j, next_i * w + next_j]
+    )
+    flat = logits.reshape(-1)
+
+    # Work items: runs of cells with ~_PAIRS_PER_STEP candidate pairs each, refined depth first.
+    group = torch.div(counts.cumsum(0) - 1, _PAIRS_PER_STEP, rounding_mode="floor")
+    ends = torch.unique_consecutive(group, return_counts=True)[1].cumsum(0).tolist()
+    items = list(zip([0, *ends[:-1]], ends, strict=True))[::-1]
+
+    result = torch.empty(height, width, dtype=torch.long, device=device)
+    work = 0
+    while items:
+        item = items.pop()
+        if isinstance(item[0], int):  # a run of cells: its candidate pairs
+            start, end = item
+            channel, cell = mask[:, start:end].nonzero(as_tuple=True)  # channel-major: reads along rows
+            i, j = cell_i[start:end], cell_j[start:end]
+            blocks = (row_start[i], row_end[i], col_start[j], col_end[j])
+            corners = flat.take(corner_offsets[:, start:end].index_select(1, cell) + channel * (h * w)).to(
+                dtype
+            )
+            pairs = (cell, channel, corners)
+        else:
+            blocks, pairs = item
+        block, num_blocks = pairs[0], blocks[0].numel()
+        if block.numel() > _PAIRS_PER_STEP and num_blocks > 1:  # halve the batch, by pairs
+            cumulative = torch.bincount(block, minlength=num_blocks).cumsum(0)
+            cut = min(max(int(torch.searchsorted(cumulative, block.numel() // 2)), 1), num_blocks - 1)
+            first = block < cut
+            second = (block[~first] - cut, pairs[1][~first], pairs[2][:, ~first])
+            items.append((tuple(b[cut:] for b in blocks), second))
+            items.append(
+                (tuple(b[:cut] for b in blocks), (block[first], pairs[1][first], pairs[2][:, first]))
+            )
+            continue
+        work += block.numel()
+        if work_limit is not None and work > work_limit:
+            return None
+        if max(int((blocks[1] - blocks[0]).max()), int((blocks[3] - blocks[2]).max())) <= _FINISH:
+            _finish(blocks, pairs, row_weight, col_weight, result, num_classes, logits.dtype)
+        else:
+            items.append(_refine(blocks, pairs, row_weight, col_weight, slack))
+    return result
+
+
+def upsampled_argmax(logits: torch.Tensor, size: tuple[int, int], chunk_size: int = 64) -> torch.Tensor:
+    """argmax over channels of `interpolate(logits, size, bilinear)` for one image's (K, h, w) logits,
+    without building the K x H x W upsampled logits.
+
+    Channels that cannot win anywhere are pruned first (candidate_classes). If at most
+    _EXACT_PATH_CHANNELS remain (trained models: a few classes per image), they are upsampled with
+    F.interpolate, chunk_size channels at a time (memory O(chunk_size x H x W)), bit-identical to the
+    full argmax. Otherwise (large vocabularies, where nearly every class wins in some cell) candidates
+    are refined per cell and per block of output pixels (_per_cell_argmax), at a cost of about
+    H x W x (a few candidates) instead of H x W x (union). That path computes values with its own float
+    arithmetic, a few eps from PyTorch's kernel, so it equals the full argmax except where the top two
+    upsampled values are within float rounding (~1e-6 for logits of order 1: rare, and a near-tie
+    either way). Ties resolve to the lowest channel on both paths.
+    """
+    size = (int(size[0]), int(size[1]))
+    bounds = _cell_bounds(logits, _SLACK_EPS)
+    candidates = bounds[0].nonzero().flatten()
+    if candidates.numel() > _EXACT_PATH_CHANNELS and size[0] * size[1] > 0:
+        work_limit = candidates.numel() * size[0] * size[1] / _PAIR_COST
+        result = _per_cell_argmax(logits, size, bounds=bounds, work_limit=work_limit)
+        if result is not None:
+            return result
+    del bounds
+    return _exact_argmax(logits, size, candidates, chunk_size)
 
 
 @torch.no_grad()

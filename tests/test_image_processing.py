@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import make_model
 from PIL import Image
 
-from larvseg_hf import LarvSegImageProcessor
+from larvseg_hf import LarvSegImageProcessor, inference_larvseg
 from larvseg_hf.inference_larvseg import candidate_classes, sliding_window_logits, upsampled_argmax
 
 RNG_SEED = 1234
@@ -69,6 +69,99 @@ def test_candidate_classes_prune_most_classes_on_peaked_logits():
         logits[class_id] += 3 + 7 * (region == index).float()
     assert candidate_classes(logits).tolist() == present
     assert torch.equal(upsampled_argmax(logits, (128, 128)), _full_argmax(logits, (128, 128)))
+
+
+PER_CELL_CASES = [  # (K, h, w, H, W, dtype)
+    (1, 4, 5, 17, 23, torch.float32),
+    (2, 1, 1, 8, 8, torch.float32),
+    (7, 1, 5, 9, 31, torch.float32),
+    (7, 5, 1, 31, 9, torch.float32),
+    (13, 8, 8, 8, 8, torch.float32),  # no resize
+    (13, 8, 8, 5, 3, torch.float32),  # downsampling: cells without output pixels
+    (300, 3, 4, 200, 150, torch.float32),  # ~50 x 38 pixels per cell: several refinement steps
+    (2000, 7, 9, 61, 83, torch.float32),
+    (2000, 1, 9, 5, 70, torch.float32),
+    (500, 6, 7, 48, 56, torch.float64),
+    (500, 6, 7, 48, 56, torch.float16),  # F.interpolate rounds to the input dtype: many exact ties
+    (500, 6, 7, 48, 56, torch.bfloat16),
+]
+
+
+@pytest.mark.parametrize("pairs_per_step", [None, 50])  # 50: batches of cells and blocks halved often
+@pytest.mark.parametrize(("num_classes", "h", "w", "height", "width", "dtype"), PER_CELL_CASES)
+def test_per_cell_argmax_equals_interpolate_argmax_except_near_ties(
+    num_classes, h, w, height, width, dtype, pairs_per_step, monkeypatch
+):
+    if pairs_per_step is not None:
+        monkeypatch.setattr(inference_larvseg, "_PAIRS_PER_STEP", pairs_per_step)
+    generator = torch.Generator().manual_seed(RNG_SEED + num_classes + h * 10 + w)
+    logits = (torch.randn(num_classes, h, w, generator=generator) * 3).to(dtype)
+    resized = F.interpolate(logits[None], (height, width), mode="bilinear", align_corners=False)[0]
+    expected = resized.argmax(0)
+    top2 = resized.float().topk(min(2, num_classes), 0).values
+    # Near-tie: float rounding apart (below 1e-4 for float32 / float64; for float16 / bfloat16, one
+    # rounding step of the output, where exact ties resolve to the lowest channel).
+    tie = max(1e-4, 2 * torch.finfo(dtype).eps * top2[0].abs().max().item())
+    near_tie = (
+        (top2[0] - top2[-1] <= tie) if num_classes > 1 else torch.zeros_like(expected, dtype=torch.bool)
+    )
+
+    result = inference_larvseg._per_cell_argmax(logits, (height, width))
+    assert result.shape == (height, width) and result.dtype == torch.long
+    mismatch = result != expected
+    assert not (mismatch & ~near_tie).any(), "mismatch away from a near-tie"
+    if dtype in (torch.float32, torch.float64):
+        assert near_tie.float().mean() < 0.01  # near-ties are rare: the path is exact almost everywhere
+    assert mismatch.float().mean() < 1e-3
+    # Where it differs, it picked a channel whose upsampled value is within the near-tie of the best.
+    picked = resized.float().gather(0, result[None])[0]
+    assert (top2[0] - picked)[mismatch].le(tie).all()
+
+
+def test_per_cell_argmax_exact_ties_go_to_the_lowest_channel():
+    logits = torch.full((300, 4, 4), 0.25)
+    logits[[7, 11, 250]] = 1.5  # three identical channels tie exactly everywhere
+    expected = torch.full((13, 11), 7, dtype=torch.long)
+    assert torch.equal(inference_larvseg._per_cell_argmax(logits, (13, 11)), expected)
+    # Below the work it needs, it gives up (upsampled_argmax then runs the exact path: masses of
+    # exact ties make the per-cell path slower than the exact one).
+    assert inference_larvseg._per_cell_argmax(logits, (13, 11), work_limit=100) is None
+    assert torch.equal(upsampled_argmax(logits, (13, 11)), expected)
+
+
+def test_upsampled_argmax_dispatch_exact_path_for_small_unions(monkeypatch):
+    calls = []
+    per_cell = inference_larvseg._per_cell_argmax
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return per_cell(*args, **kwargs)
+
+    monkeypatch.setattr(inference_larvseg, "_per_cell_argmax", spy)
+    generator = torch.Generator().manual_seed(RNG_SEED)
+
+    # Peaked logits of a large vocabulary (trained-model like): a small union, so the exact path,
+    # bit-identical to the full argmax.
+    num_classes, h, w = 5000, 12, 12
+    logits = torch.randn(num_classes, h, w, generator=generator) * 0.5
+    region = (torch.arange(h)[:, None] // 4 * 3 + torch.arange(w)[None] // 4).flatten()  # 9 regions
+    present = torch.randperm(num_classes, generator=generator)[:9]
+    logits.view(num_classes, -1)[present] += 3 + 7 * (region[None] == torch.arange(9)[:, None]).float()
+    assert candidate_classes(logits).numel() <= inference_larvseg._EXACT_PATH_CHANNELS
+    assert torch.equal(upsampled_argmax(logits, (96, 80)), _full_argmax(logits, (96, 80)))
+    # Smooth logits of many classes: the preferred class drifts across the image.
+    centre = 1000 + 2 * (torch.arange(10)[:, None] + torch.arange(10)[None])
+    smooth = -(torch.arange(2000.0)[:, None, None] - centre).abs() / 40
+    assert candidate_classes(smooth).numel() <= inference_larvseg._EXACT_PATH_CHANNELS
+    assert torch.equal(upsampled_argmax(smooth, (77, 64)), _full_argmax(smooth, (77, 64)))
+    assert calls == []
+
+    # Random logits of 2,000 classes: nearly all are candidates somewhere, so the per-cell path.
+    noisy = torch.randn(2000, 8, 8, generator=generator)
+    assert candidate_classes(noisy).numel() > inference_larvseg._EXACT_PATH_CHANNELS
+    result = upsampled_argmax(noisy, (64, 64))
+    assert calls == [(2000, 8, 8)]
+    assert (result != _full_argmax(noisy, (64, 64))).float().mean() < 1e-3
 
 
 # ------------------------------------------------------------------------------------------- post-processing
