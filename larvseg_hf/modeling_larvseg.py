@@ -194,11 +194,33 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         return F.normalize(projected, dim=1)
 
     def class_vectors(self, class_ids: torch.Tensor) -> torch.Tensor:
-        """L2-normalised projected class embeddings c (K, d)."""
+        """L2-normalised projected class embeddings c (K, d).
+
+        Without gradients, the whole vocabulary's vectors are computed once and reused until E or Q
+        change (their in-place version counters move), so a 21K-class model does not re-project
+        21K x d x d at every image."""
+        if not torch.is_grad_enabled():
+            return self._cached_class_vectors()[class_ids]
         embeddings = self.class_embeddings[class_ids]
         if self.config.freeze_class_embeddings:
             embeddings = embeddings.detach()
         return F.normalize(self.class_projection(embeddings), dim=-1)
+
+    def _cached_class_vectors(self) -> torch.Tensor:
+        embeddings, projection = self.class_embeddings, self.class_projection.weight
+        key = (
+            embeddings._version,
+            projection._version,
+            embeddings.data_ptr(),
+            projection.data_ptr(),
+            embeddings.device,
+        )
+        cache = getattr(self, "_class_vector_cache", None)
+        if cache is None or cache[0] != key:
+            with torch.no_grad():
+                vectors = F.normalize(self.class_projection(embeddings), dim=-1)
+            self._class_vector_cache = (key, vectors)
+        return self._class_vector_cache[1]
 
     def _check_inputs(self, pixel_values, labels, image_labels) -> None:
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:

@@ -346,3 +346,34 @@ def test_coseg_reweights_only_classes_with_a_usable_bank():
     ratio = coseg[:, usable] / plain[:, usable]
     assert ((ratio > 0) & (ratio < 1)).all()
     assert ratio.flatten(2).std(-1).min() > 1e-3
+
+
+def test_inference_class_vectors_are_cached_until_weights_change():
+    from larvseg_hf import LarvSegConfig, LarvSegForSemanticSegmentation
+
+    vit = dict(
+        model_type="vit",
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        patch_size=8,
+        image_size=32,
+    )
+    model = LarvSegForSemanticSegmentation(
+        LarvSegConfig(backbone_config=vit, id2label={i: f"c{i}" for i in range(10)})
+    )
+    pixels = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        first = model(pixels).logits
+        cached = model._class_vector_cache[1]
+        model(pixels)
+        assert model._class_vector_cache[1] is cached  # reused, not recomputed
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    model(pixels).logits.square().sum().backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = model(pixels).logits
+    assert model._class_vector_cache[1] is not cached
+    torch.testing.assert_close(after, model(pixels).logits.detach())  # cached == freshly computed
+    assert not torch.allclose(first, after)
