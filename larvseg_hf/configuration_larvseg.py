@@ -47,6 +47,10 @@ class LarvSegConfig(PretrainedConfig):
         image_loss_weight (`float`, defaults to 0.2)
         attentive_loss_weight (`float`, defaults to 0.1)
         num_sampled_classes (`int`, defaults to 100): classes the classifier sees per training step.
+        mask_negatives_from_base_only (`bool`, defaults to `False`): mask samples draw negative classes only
+            from `base_label_ids`, as each dataset does in the paper. Off by default: on the built-in benchmark
+            (2,000 steps) it let novel classes spread over mask-labelled background (base mIoU 0.01, pixel
+            accuracy 0.09) against base 0.32 / novel 0.07 / pixel accuracy 0.77 with shared negatives.
         loss_downsample_rate (`int`, defaults to 2): losses are computed at input size / this.
         ignore_index (`int`, defaults to -100): label of unlabeled pixels (must not be a vocabulary id).
         mask_norm_eps (`float`, defaults to 1e-5)
@@ -74,6 +78,7 @@ class LarvSegConfig(PretrainedConfig):
         image_loss_weight: float = 0.2,
         attentive_loss_weight: float = 0.1,
         num_sampled_classes: int = 100,
+        mask_negatives_from_base_only: bool = False,
         loss_downsample_rate: int = 2,
         ignore_index: int = -100,
         mask_norm_eps: float = 1e-5,
@@ -102,6 +107,7 @@ class LarvSegConfig(PretrainedConfig):
         self.image_loss_weight = image_loss_weight
         self.attentive_loss_weight = attentive_loss_weight
         self.num_sampled_classes = num_sampled_classes
+        self.mask_negatives_from_base_only = mask_negatives_from_base_only
         self.loss_downsample_rate = loss_downsample_rate
         self.ignore_index = ignore_index
         self.mask_norm_eps = mask_norm_eps

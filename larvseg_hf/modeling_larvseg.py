@@ -250,10 +250,11 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
     def _training_columns(
         self, labels: torch.Tensor | None, image_labels: torch.Tensor | None, batch: int
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Class sampling: mask samples draw negatives from the base pool, image samples from all,
-        as each dataset in the paper samples from its own vocabulary. This holds even when the whole
-        vocabulary fits in `num_sampled_classes`: a novel class must never be a negative on mask data,
-        where it is unlabeled rather than absent, or the model learns never to predict it."""
+        """Class sampling: `num_sampled_classes` per step, every present class kept.
+
+        With `config.mask_negatives_from_base_only` (the paper: each dataset samples from its own
+        vocabulary) mask samples draw negatives from the base pool only; by default they draw from the
+        whole vocabulary, so novel classes are pushed down on mask-labelled pixels (see the config)."""
         num_labels, device = self.config.num_labels, self.class_embeddings.device
         is_mask = torch.zeros(batch, dtype=torch.bool, device=device)
         present_mask = torch.zeros(num_labels, dtype=torch.bool, device=device)
@@ -267,11 +268,12 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             hot = image_labels > 0
             is_image = hot.any(1)
             present_image = hot.any(0)
-        if num_labels <= self.config.num_sampled_classes and not self.base_mask.any():
+        base_only = self.config.mask_negatives_from_base_only and bool(self.base_mask.any())
+        if num_labels <= self.config.num_sampled_classes and not base_only:
             return torch.arange(num_labels, device=device), None
         groups, group_columns = [], []
         if is_mask.any() or not is_image.any():
-            pool = self.base_mask if self.base_mask.any() else None
+            pool = self.base_mask if base_only else None
             groups.append(is_mask | ~is_image)
             group_columns.append(sample_classes(present_mask, self.config.num_sampled_classes, pool))
         if is_image.any():

@@ -178,12 +178,19 @@ class _MaskNormSpy:
 _ORIGINAL_MASK_NORM = modeling.mask_norm
 
 
+@pytest.mark.parametrize("base_only", [True, False])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_training_class_sampling_keeps_present_and_uses_base_pool_for_masks(seed, monkeypatch):
+def test_training_class_sampling_keeps_present_and_uses_base_pool_for_masks(seed, base_only, monkeypatch):
     num_labels, sampled = 40, 8
     base = list(range(20))
     model = make_model(
-        "vit", num_labels, seed=seed, train=True, base_label_ids=base, num_sampled_classes=sampled
+        "vit",
+        num_labels,
+        seed=seed,
+        train=True,
+        base_label_ids=base,
+        num_sampled_classes=sampled,
+        mask_negatives_from_base_only=base_only,
     )
     spy = _MaskNormSpy()
     monkeypatch.setattr(modeling, "mask_norm", spy)
@@ -203,10 +210,11 @@ def test_training_class_sampling_keeps_present_and_uses_base_pool_for_masks(seed
     (class_mask,) = spy.class_masks
     assert class_mask is not None and class_mask.shape == (4, len(columns))
     ids = out.class_ids
-    for row in (0, 1):  # mask samples: present classes + negatives from the base pool only
+    for row in (0, 1):  # mask samples: present classes + negatives (from the base pool only if base_only)
         used = set(ids[class_mask[row]].tolist())
-        assert {2, 5, 11} <= used and used <= set(base)
-        assert len(used) == sampled
+        assert {2, 5, 11} <= used and len(used) == sampled
+        if base_only:
+            assert used <= set(base)
     for row in (2, 3):  # image samples: present image labels + negatives from the whole vocabulary
         used = set(ids[class_mask[row]].tolist())
         assert {25, 33, 38} <= used

@@ -54,6 +54,10 @@ class ModelArguments:
     image_loss_weight: float = field(default=0.2)
     attentive_loss_weight: float = field(default=0.1)
     num_sampled_classes: int = field(default=100)
+    mask_negatives_from_base_only: bool = field(
+        default=False,
+        metadata={"help": "Mask samples draw negatives only from base classes (the paper's sampling)."},
+    )
     loss_downsample_rate: int = field(default=2)
 
 

@@ -35,6 +35,7 @@ MODEL_CONFIG_FIELDS = (
     "image_loss_weight",
     "attentive_loss_weight",
     "num_sampled_classes",
+    "mask_negatives_from_base_only",
     "loss_downsample_rate",
     "freeze_class_embeddings",
 )
