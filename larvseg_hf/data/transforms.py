@@ -141,8 +141,9 @@ def random_flip(
 def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
     """Vectorised RGB -> HSV, all channels in [0, 1] (input float in [0, 1])."""
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    maxc = rgb.max(axis=-1)
-    minc = rgb.min(axis=-1)
+    # Elementwise max/min of the three planes: a reduction over a length-3 last axis is ~5x slower.
+    maxc = np.maximum(np.maximum(r, g), b)
+    minc = np.minimum(np.minimum(r, g), b)
     delta = maxc - minc
     safe = np.where(delta > 0, delta, 1.0)
     s = np.where(maxc > 0, delta / np.where(maxc > 0, maxc, 1.0), 0.0)
