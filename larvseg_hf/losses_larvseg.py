@@ -51,8 +51,10 @@ def mask_norm(
 ) -> torch.Tensor:
     """Standardise each pixel's raw cosine scores across the columns in use, then scale and shift."""
     if class_mask is None:
-        mean = scores.mean(1, keepdim=True)
-        var = scores.var(1, unbiased=False, keepdim=True)
+        # One pass for both moments and one fused multiply-add: this runs over N x h x w at inference.
+        var, mean = torch.var_mean(scores, dim=1, unbiased=False, keepdim=True)
+        scale = gamma * torch.rsqrt(var + eps)
+        return torch.addcmul(beta - mean * scale, scores, scale)
     else:
         weight = class_mask.to(scores.dtype)[:, :, None, None]
         count = weight.sum(1, keepdim=True).clamp(min=1)

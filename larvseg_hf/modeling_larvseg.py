@@ -200,7 +200,11 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         change (their in-place version counters move), so a 21K-class model does not re-project
         21K x d x d at every image."""
         if not torch.is_grad_enabled():
-            return self._cached_class_vectors()[class_ids]
+            vectors = self._cached_class_vectors()
+            whole = class_ids.numel() == vectors.shape[0] and torch.equal(
+                class_ids, torch.arange(vectors.shape[0], device=class_ids.device)
+            )
+            return vectors if whole else vectors[class_ids]
         embeddings = self.class_embeddings[class_ids]
         if self.config.freeze_class_embeddings:
             embeddings = embeddings.detach()
