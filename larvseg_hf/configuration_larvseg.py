@@ -8,7 +8,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 # Published CA-Cls and training settings (METHOD.md); kept here so the config is the one
 # place a reader finds them.
-_VIT_B16 = {
+VIT_B16 = {
     "model_type": "vit",
     "hidden_size": 768,
     "num_hidden_layers": 12,
@@ -87,7 +87,7 @@ class LarvSegConfig(PretrainedConfig):
         **kwargs,
     ):
         if backbone_config is None:
-            backbone_config = dict(_VIT_B16)
+            backbone_config = dict(VIT_B16)
         if isinstance(backbone_config, dict):
             backbone_config = dict(backbone_config)
             model_type = backbone_config.pop("model_type", "vit")

@@ -390,19 +390,8 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         config = self.config
         pair_image, pair_column, pair_rank = image_label_pairs(targets)
         usable = self.memory_bank.usable(columns)
-        attention = attentive_scores(
-            features,
-            scores,
-            self.memory_bank.class_means(columns),
-            usable,
-            pair_image,
-            pair_column,
-            targets,
-            background_topk=config.background_topk,
-            background_threshold=config.background_score_threshold,
-            synonym_mse_threshold=config.synonym_mse_threshold,
-            background_suppression=config.background_suppression,
-            class_mask=class_mask,
+        attention = self._attention_from_bank(
+            features, scores, columns, usable, pair_image, pair_column, targets, class_mask
         )
         attention = torch.sigmoid(
             F.interpolate(attention[:, None], upsampled.shape[-2:], mode="bilinear", align_corners=False)[
@@ -434,20 +423,29 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         pair_image = torch.arange(batch, device=scores.device).repeat_interleave(num_columns)
         pair_column = torch.arange(num_columns, device=scores.device).repeat(batch)
         usable = self.memory_bank.usable(columns)
-        attention = attentive_scores(
+        attention = self._attention_from_bank(features, scores, columns, usable, pair_image, pair_column)
+        attention = attention.view(batch, num_columns, *scores.shape[-2:])
+        return attention * usable[None, :, None, None]
+
+    def _attention_from_bank(
+        self, features, scores, columns, usable, pair_image, pair_column, targets=None, class_mask=None
+    ) -> torch.Tensor:
+        """CA-Cls attention logits for (image, column) pairs with this model's bank and settings."""
+        config = self.config
+        return attentive_scores(
             features,
             scores,
             self.memory_bank.class_means(columns),
             usable,
             pair_image,
             pair_column,
-            None,
-            background_topk=self.config.background_topk,
-            background_threshold=self.config.background_score_threshold,
-            synonym_mse_threshold=self.config.synonym_mse_threshold,
-            background_suppression=self.config.background_suppression,
-        ).view(batch, num_columns, *scores.shape[-2:])
-        return attention * usable[None, :, None, None]
+            targets,
+            background_topk=config.background_topk,
+            background_threshold=config.background_score_threshold,
+            synonym_mse_threshold=config.synonym_mse_threshold,
+            background_suppression=config.background_suppression,
+            class_mask=class_mask,
+        )
 
     # ----------------------------------------------------------------------------------------- building
 

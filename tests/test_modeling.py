@@ -357,20 +357,7 @@ def test_coseg_reweights_only_classes_with_a_usable_bank():
 
 
 def test_inference_class_vectors_are_cached_until_weights_change():
-    from larvseg_hf import LarvSegConfig, LarvSegForSemanticSegmentation
-
-    vit = dict(
-        model_type="vit",
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        patch_size=8,
-        image_size=32,
-    )
-    model = LarvSegForSemanticSegmentation(
-        LarvSegConfig(backbone_config=vit, id2label={i: f"c{i}" for i in range(10)})
-    )
+    model = make_model("vit", 10, train=True)
     pixels = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         first = model(pixels).logits

