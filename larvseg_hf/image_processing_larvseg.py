@@ -186,7 +186,7 @@ class LarvSegImageProcessor(BaseImageProcessor):
         self, outputs, target_sizes: list[tuple[int, int]] | None = None
     ) -> list[torch.Tensor]:
         """Label maps (H, W) of vocabulary ids, as for SegFormer. Upsampling + argmax runs only on the
-        classes that can win (exact), so a 21K vocabulary never builds 21K x H x W logits."""
+        classes that can win (see `upsampled_argmax`), so a 21K vocabulary never builds 21K x H x W logits."""
         logits = outputs.logits
         class_ids = getattr(outputs, "class_ids", None)
         if target_sizes is not None and len(target_sizes) != len(logits):
