@@ -411,6 +411,26 @@ def _require_column(ds: Dataset | IterableDataset, column: str, name: str, role:
         )
 
 
+def _pick_label_column(
+    ds: Dataset | IterableDataset, label_column: str | None, candidates: Sequence[str], name: str, what: str
+) -> str:
+    """The given label column, or the first known one present; errors list the available columns."""
+    cols = _columns(ds)
+    if label_column is None:
+        if cols is None:
+            label_column = "label"
+        else:
+            found = [c for c in candidates if c in cols]
+            if not found:
+                raise ColumnNotFoundError(
+                    f"no {what} column in dataset {name!r} (looked for {list(candidates)}); "
+                    f"available columns: {cols}; pass label_column=..."
+                )
+            label_column = found[0]
+    _require_column(ds, label_column, name, "label")
+    return label_column
+
+
 def _open_dataset(
     name_or_path: str | os.PathLike | Dataset | IterableDataset,
     split: str,
@@ -499,19 +519,7 @@ def load_segmentation_dataset(
     ds, default_name, folders = _open_dataset(name_or_path, split, streaming, load_kwargs)
     name = dataset_name or default_name
     _require_column(ds, image_column, name, "image")
-    cols = _columns(ds)
-    if label_column is None:
-        if cols is None:
-            label_column = "label"
-        else:
-            found = [c for c in MASK_LABEL_COLUMNS if c in cols]
-            if not found:
-                raise ColumnNotFoundError(
-                    f"no label-map column in dataset {name!r} (looked for {list(MASK_LABEL_COLUMNS)}); "
-                    f"available columns: {cols}; pass label_column=..."
-                )
-            label_column = found[0]
-    _require_column(ds, label_column, name, "label")
+    label_column = _pick_label_column(ds, label_column, MASK_LABEL_COLUMNS, name, "label-map")
     names = _resolve_class_names(class_names, folders, _hub_repo(name_or_path), reduce_labels)
     if names is None:
         raise ValueError(
@@ -576,19 +584,7 @@ def load_classification_dataset(
     ds, default_name, folders = _open_dataset(name_or_path, split, streaming, load_kwargs)
     name = dataset_name or default_name
     _require_column(ds, image_column, name, "image")
-    cols = _columns(ds)
-    if label_column is None:
-        if cols is None:
-            label_column = "label"
-        else:
-            found = [c for c in IMAGE_LABEL_COLUMNS if c in cols]
-            if not found:
-                raise ColumnNotFoundError(
-                    f"no image-level label column in dataset {name!r} (looked for {list(IMAGE_LABEL_COLUMNS)}); "
-                    f"available columns: {cols}; pass label_column=..."
-                )
-            label_column = found[0]
-    _require_column(ds, label_column, name, "label")
+    label_column = _pick_label_column(ds, label_column, IMAGE_LABEL_COLUMNS, name, "image-level label")
     feature = ds.features.get(label_column) if ds.features is not None else None
     fmt, feature_names = _label_format(feature)
     names = _resolve_class_names(class_names, folders, None, False)
