@@ -1,6 +1,11 @@
-"""One-point oracle propagation (METHOD.md): do features trained on masks already group categories
-they never saw? Each ground-truth category gets one random seed pixel; every pixel takes the category
-of its most similar seed (cosine of normalised features); mIoU is then split into base and novel."""
+"""Analysis tools on labelled scenes.
+
+One-point oracle propagation (METHOD.md): do features trained on masks already group categories they
+never saw? Each ground-truth category gets one random seed pixel; every pixel takes the category of its
+most similar seed (cosine of normalised features); mIoU is then split into base and novel.
+
+Attention localisation: does the CA-Cls attention point at a class's pixels better than the classifier's
+own score does? If not, multiplying logits by it cannot focus the image-level loss on the object."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from .image_processing_larvseg import LarvSegImageProcessor, resize_labels_nearest, to_label_array
+from .losses_larvseg import attentive_scores
 from .metrics import SegmentationMetrics
 
 
@@ -60,4 +66,79 @@ def oracle_propagation_miou(
     return metrics.compute(base_ids, novel_ids)
 
 
-__all__ = ["oracle_propagation_miou", "propagate_from_seeds"]
+def precision_at_area(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """(P, X) maps and boolean masks -> (P,) fraction of each map's top-|mask| pixels inside its mask.
+    Chance level is the mask's area fraction."""
+    order = maps.argsort(dim=1, descending=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(maps.shape[1], device=maps.device).expand_as(order))
+    area = masks.sum(1)
+    return ((ranks < area[:, None]) & masks).sum(1) / area.clamp(min=1)
+
+
+@torch.no_grad()
+def attention_localization(
+    model: torch.nn.Module,
+    processor: LarvSegImageProcessor,
+    rows: Iterable[dict],
+    *,
+    class_ids: Sequence[int],
+    ignore_index: int = -100,
+) -> dict[str, float]:
+    """For every (image, class in `class_ids` present with a usable bank): precision at the class's area of
+    its raw score, of its CA-Cls attention with the image's other labels as background (the multi-label
+    route), and with the score threshold as background (the single-label route and coseg inference).
+    Also how well the threshold route finds the classes present: precision and recall of the flags."""
+    model.eval()
+    config = model.config
+    device = next(model.parameters()).device
+    columns = torch.arange(config.num_labels, device=device)
+    usable = model.memory_bank.usable(columns)
+    means = model.memory_bank.class_means(columns)
+    wanted = torch.zeros(config.num_labels, dtype=torch.bool, device=device)
+    wanted[list(class_ids)] = True
+    settings = {
+        "background_topk": config.background_topk,
+        "background_threshold": config.background_score_threshold,
+        "synonym_mse_threshold": config.synonym_mse_threshold,
+        "background_suppression": config.background_suppression,
+    }
+    sums = {"score": 0.0, "attention_labels": 0.0, "attention_threshold": 0.0, "chance": 0.0}
+    pairs = flagged = flagged_present = present_total = 0
+    for row in rows:
+        output = model(processor(row["image"])["pixel_values"].to(device))
+        features, scores = output.features, output.scores
+        labels = to_label_array(row["label"])
+        small = torch.from_numpy(resize_labels_nearest(labels, tuple(scores.shape[-2:]))).to(device).flatten()
+        present = torch.zeros(config.num_labels, dtype=torch.bool, device=device)
+        present[small[small != ignore_index]] = True
+        top = scores.flatten(2).topk(min(config.background_topk, small.numel()), dim=-1).values.mean(-1)[0]
+        flags = top > config.background_score_threshold
+        flagged += int(flags.sum())
+        flagged_present += int((flags & present).sum())
+        present_total += int(present.sum())
+        pair_column = (present & wanted & usable).nonzero().flatten()
+        if pair_column.numel() == 0:
+            continue
+        pair_image = torch.zeros_like(pair_column)
+        masks = small[None, :] == pair_column[:, None]
+        by_labels = attentive_scores(
+            features, scores, means, usable, pair_image, pair_column, present[None].float(), **settings
+        )
+        by_threshold = attentive_scores(features, scores, means, usable, pair_image, pair_column, **settings)
+        sums["score"] += float(precision_at_area(scores[0, pair_column].flatten(1), masks).sum())
+        sums["attention_labels"] += float(precision_at_area(by_labels.flatten(1), masks).sum())
+        sums["attention_threshold"] += float(precision_at_area(by_threshold.flatten(1), masks).sum())
+        sums["chance"] += float(masks.float().mean(1).sum())
+        pairs += pair_column.numel()
+    results = {f"precision_{name}": value / max(pairs, 1) for name, value in sums.items()}
+    results.update(
+        pairs=float(pairs),
+        usable_classes=float(usable.sum()),
+        threshold_flag_precision=flagged_present / max(flagged, 1),
+        threshold_flag_recall=flagged_present / max(present_total, 1),
+    )
+    return results
+
+
+__all__ = ["attention_localization", "oracle_propagation_miou", "precision_at_area", "propagate_from_seeds"]

@@ -43,6 +43,11 @@ class LarvSegConfig(PretrainedConfig):
         background_score_threshold (`float`, defaults to 0.35): raw score above which it is background.
         synonym_mse_threshold (`float`, defaults to 2.0): background maps this close to the foreground are dropped.
         background_suppression (`bool`, defaults to `True`): subtract the background classes' scores in CA-Cls.
+        memory_bank_from_masks (`bool`, defaults to `False`): mask samples also write one slot per class they
+            contain (its top-K pixels by raw score inside that class's mask). Not in the paper, whose banks hold
+            image-level pairs only: without it a class that never has an image-level label (every base class
+            when the image-level data covers only novel ones) has no bank, so background suppression cannot
+            subtract it.
         supervised_loss_weight (`float`, defaults to 1.0)
         image_loss_weight (`float`, defaults to 0.2)
         attentive_loss_weight (`float`, defaults to 0.1)
@@ -74,6 +79,7 @@ class LarvSegConfig(PretrainedConfig):
         background_score_threshold: float = 0.35,
         synonym_mse_threshold: float = 2.0,
         background_suppression: bool = True,
+        memory_bank_from_masks: bool = False,
         supervised_loss_weight: float = 1.0,
         image_loss_weight: float = 0.2,
         attentive_loss_weight: float = 0.1,
@@ -103,6 +109,7 @@ class LarvSegConfig(PretrainedConfig):
         self.background_score_threshold = background_score_threshold
         self.synonym_mse_threshold = synonym_mse_threshold
         self.background_suppression = background_suppression
+        self.memory_bank_from_masks = memory_bank_from_masks
         self.supervised_loss_weight = supervised_loss_weight
         self.image_loss_weight = image_loss_weight
         self.attentive_loss_weight = attentive_loss_weight

@@ -149,6 +149,36 @@ def topk_slot_features(
     return flat_features[pair_image[:, None], top].mean(1)
 
 
+def mask_slot_features(
+    features: torch.Tensor,
+    scores: torch.Tensor,
+    column_labels: torch.Tensor,
+    k: int = 20,
+    ignore_index: int = -100,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One slot per (mask image, class present): the mean normalised feature of the class's top-k pixels
+    by its raw score, among the pixels its mask gives it (all of them when fewer than k).
+
+    features (B, d, h, w), scores (B, K, h, w), column_labels (B, h, w) column ids or ignore_index.
+    Returns (pair column (P,), slot means (P, d)).
+    """
+    batch, num_columns = scores.shape[:2]
+    flat_labels = column_labels.flatten(1)  # (B, X)
+    valid = flat_labels != ignore_index
+    present = torch.zeros(batch, num_columns, dtype=torch.bool, device=scores.device)
+    rows = torch.arange(batch, device=scores.device)[:, None].expand_as(flat_labels)
+    present[rows[valid], flat_labels[valid]] = True
+    pair_image, pair_column = present.nonzero(as_tuple=True)
+    inside = flat_labels[pair_image] == pair_column[:, None]  # (P, X)
+    flat_scores = scores.detach().flatten(2)[pair_image, pair_column].masked_fill(~inside, float("-inf"))
+    top = flat_scores.topk(min(k, flat_scores.shape[-1]), dim=-1)
+    weights = torch.isfinite(top.values).to(features.dtype)  # (P, k): only pixels of the class
+    flat_features = features.detach().flatten(2).transpose(1, 2)  # (B, X, d)
+    picked = flat_features[pair_image[:, None], top.indices]  # (P, k, d)
+    means = (picked * weights[..., None]).sum(1) / weights.sum(1, keepdim=True)
+    return pair_column, means
+
+
 def attentive_scores(
     features: torch.Tensor,
     scores: torch.Tensor,
@@ -272,6 +302,7 @@ __all__ = [
     "image_label_pairs",
     "image_level_loss",
     "mask_norm",
+    "mask_slot_features",
     "pooled_pair_cross_entropy",
     "sample_classes",
     "standardize",

@@ -25,6 +25,7 @@ from .losses_larvseg import (
     image_label_pairs,
     image_level_loss,
     mask_norm,
+    mask_slot_features,
     sample_classes,
     supervised_loss,
     topk_slot_features,
@@ -358,6 +359,9 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         zero = upsampled.sum() * 0.0
         terms = {"supervised_loss": zero, "image_level_loss": zero, "attentive_loss": zero}
 
+        # Bank writes of this step, enqueued together after the losses: the gather across processes is a
+        # collective, and every pair is scored against the bank as it was before this step.
+        writes: list[tuple[torch.Tensor, torch.Tensor]] = []
         if labels is not None:
             # Vocabulary id -> column; ids outside this step's columns cannot occur (present ids are always kept).
             to_column = torch.full(
@@ -365,19 +369,32 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             )
             to_column[columns] = torch.arange(columns.numel(), device=labels.device)
             valid = labels != config.ignore_index
-            column_labels = torch.where(valid, to_column[labels.clamp(min=0)], labels)
-            column_labels = F.interpolate(column_labels[:, None].float(), size, mode="nearest")[:, 0].long()
+            full_column_labels = torch.where(valid, to_column[labels.clamp(min=0)], labels)[:, None].float()
+            column_labels = F.interpolate(full_column_labels, size, mode="nearest")[:, 0].long()
             terms["supervised_loss"] = supervised_loss(
                 upsampled, column_labels, class_mask, config.ignore_index
             )
+            if self.training and config.attentive_loss_weight > 0 and config.memory_bank_from_masks:
+                feature_labels = F.interpolate(full_column_labels, features.shape[-2:], mode="nearest")[:, 0]
+                writes.append(
+                    mask_slot_features(
+                        features, scores, feature_labels.long(), config.memory_bank_topk, config.ignore_index
+                    )
+                )
 
         if image_labels is not None:
             targets = image_labels[:, columns] > 0
             terms["image_level_loss"] = image_level_loss(upsampled, targets, class_mask)
             if config.attentive_loss_weight > 0:
-                terms["attentive_loss"] = self._attentive_loss(
+                terms["attentive_loss"], pair_writes = self._attentive_loss(
                     upsampled, features, scores, columns, class_mask, targets
                 )
+                writes.append(pair_writes)
+
+        if self.training and writes:
+            self.memory_bank.enqueue(
+                columns[torch.cat([column for column, _ in writes])], torch.cat([slot for _, slot in writes])
+            )
 
         loss = (
             config.supervised_loss_weight * terms["supervised_loss"]
@@ -386,7 +403,10 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         )
         return loss, {name: value.detach() for name, value in terms.items()}
 
-    def _attentive_loss(self, upsampled, features, scores, columns, class_mask, targets) -> torch.Tensor:
+    def _attentive_loss(
+        self, upsampled, features, scores, columns, class_mask, targets
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """CA-Cls loss and the (column, slot mean) of each image-level pair, for the caller to enqueue."""
         config = self.config
         pair_image, pair_column, pair_rank = image_label_pairs(targets)
         usable = self.memory_bank.usable(columns)
@@ -408,13 +428,9 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             class_mask,
             valid=usable[pair_column],
         )
-        if self.training:
-            # Scored before enqueueing, so attention mines other images' features, never this one's.
-            slot_means = topk_slot_features(
-                features, scores, pair_image, pair_column, config.memory_bank_topk
-            )
-            self.memory_bank.enqueue(columns[pair_column], slot_means)
-        return loss
+        # Enqueued by the caller after scoring, so attention mines other images' features, never this one's.
+        slot_means = topk_slot_features(features, scores, pair_image, pair_column, config.memory_bank_topk)
+        return loss, (pair_column, slot_means)
 
     def _coseg_attention(self, features, scores, columns) -> torch.Tensor:
         """Attention logits (B, K, h, w) for every (image, column) whose class has a usable bank; 0 elsewhere

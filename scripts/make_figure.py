@@ -26,7 +26,9 @@ def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="outputs/larvseg-emoji")
     parser.add_argument("--output", default="model_cards/assets/emoji_example.png")
     parser.add_argument("--scenes", type=int, default=3)
@@ -59,20 +61,29 @@ def main(argv: list[str] | None = None) -> None:
     for row, example in enumerate(chosen):
         with torch.no_grad():
             outputs = model(**processor(example["image"]))
-        prediction = processor.post_process_semantic_segmentation(outputs, target_sizes=[example["mask"].shape])[0]
+        prediction = processor.post_process_semantic_segmentation(
+            outputs, target_sizes=[example["mask"].shape]
+        )[0]
         prediction = prediction.numpy()
         truth = example["mask"]
         for col, (image, title) in enumerate(
-            ((example["image"], "input"), (colorize(prediction, palette), "prediction"), (colorize(truth, palette), "ground truth"))
+            (
+                (example["image"], "input"),
+                (colorize(prediction, palette), "prediction"),
+                (colorize(truth, palette), "ground truth"),
+            )
         ):
             axes[row, col].imshow(image)
             axes[row, col].set_title(title if row == 0 else "", fontsize=10)
             axes[row, col].axis("off")
         present = [int(i) for i in np.union1d(np.unique(truth), np.unique(prediction)) if i != 0]
         handles = [
-            Patch(color=palette[i] / 255, label=f"{names[i]} ({'base' if i in base else 'novel'})") for i in present[:8]
+            Patch(color=palette[i] / 255, label=f"{names[i]} ({'base' if i in base else 'novel'})")
+            for i in present[:8]
         ]
-        axes[row, 2].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False)
+        axes[row, 2].legend(
+            handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False
+        )
     fig.suptitle("LarvSeg on emoji scenes: novel emoji were never given a mask", fontsize=11)
     fig.tight_layout()
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -183,6 +183,27 @@ def ref_topk_pixel_features(features: torch.Tensor, class_scores: torch.Tensor, 
     return torch.stack([features[:, i, j].double() for _, i, j in ranked[:k]])
 
 
+def ref_mask_slot_features(
+    features: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, k: int, ignore_index: int = -100
+) -> list[tuple[int, torch.Tensor]]:
+    """(column, slot) for every (image, class in its mask), image by image and classes in increasing order:
+    the mean feature of the class's k best-scoring pixels among those labelled with it."""
+    batch, _, height, width = features.shape
+    slots = []
+    for b in range(batch):
+        for c in sorted({int(v) for v in labels[b].flatten().tolist()} - {ignore_index}):
+            ranked = [
+                (float(scores[b, c, i, j]), i, j)
+                for i in range(height)
+                for j in range(width)
+                if int(labels[b, i, j]) == c
+            ]
+            ranked.sort(key=lambda t: -t[0])
+            picked = [features[b, :, i, j].double() for _, i, j in ranked[:k]]
+            slots.append((c, torch.stack(picked).mean(0)))
+    return slots
+
+
 # ----------------------------------------------------------------------------------------- CA-Cls
 
 

@@ -13,6 +13,7 @@ from reference_larvseg import (
     ref_attentive_loss,
     ref_image_level_loss,
     ref_mask_norm,
+    ref_mask_slot_features,
     ref_supervised_loss,
     ref_topk_pixel_features,
 )
@@ -23,6 +24,7 @@ from larvseg_hf.losses_larvseg import (
     image_label_pairs,
     image_level_loss,
     mask_norm,
+    mask_slot_features,
     sample_classes,
     supervised_loss,
     topk_slot_features,
@@ -169,6 +171,27 @@ def test_topk_slot_features_matches_loop():
             ]
         )
         torch.testing.assert_close(out, ref, atol=TOL, rtol=0)
+
+
+def test_mask_slot_features_matches_loop():
+    g = gen(5)
+    features = normalized(2, 8, 4, 5, dim=1, g=g)
+    scores = torch.rand(2, 6, 4, 5, generator=g, dtype=torch.float64) * 2 - 1
+    labels = torch.randint(0, 4, (2, 4, 5), generator=g)
+    labels[1] = torch.where(labels[1] == 2, 5, labels[1])  # image 1: classes 0, 1, 3, 5
+    labels[0, 0, :3] = -100
+    labels[1, 3, 4] = 4  # a class with a single pixel
+    for k in (1, 3, 20):  # 20 > every class's pixel count: all of them
+        columns, slots = mask_slot_features(features, scores, labels, k)
+        reference = ref_mask_slot_features(features, scores, labels, k)
+        assert columns.tolist() == [c for c, _ in reference]
+        torch.testing.assert_close(slots, torch.stack([slot for _, slot in reference]), atol=TOL, rtol=0)
+
+
+def test_mask_slot_features_of_image_level_samples_is_empty():
+    features = normalized(2, 8, 4, 5, dim=1, g=gen(6))
+    columns, slots = mask_slot_features(features, torch.rand(2, 3, 4, 5), torch.full((2, 4, 5), -100))
+    assert columns.shape == (0,) and slots.shape == (0, 8)
 
 
 # ----------------------------------------------------------------------------------------- class sampling

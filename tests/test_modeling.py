@@ -330,6 +330,27 @@ def test_eval_forward_with_targets_leaves_bank_alone_and_train_forward_writes():
     assert model.memory_bank.slots[4].float().norm(dim=-1).max() <= 1 + 1e-2
 
 
+def test_memory_bank_from_masks_writes_mask_classes_after_scoring():
+    num_labels = 6
+    kwargs = {"memory_bank_size": 2, "memory_bank_warmup": 1}
+    pixels = torch.randn(3, 3, 32, 32)
+    labels = torch.full((3, 32, 32), IGNORE)
+    labels[0, :16] = 1
+    labels[0, 16:] = 3
+    image_labels = _image_labels(3, num_labels, {1: [2, 4], 2: [4]})
+    losses = {}
+    for from_masks in (False, True):
+        model = make_model("vit", num_labels, train=True, memory_bank_from_masks=from_masks, **kwargs)
+        _fill_bank(model, [1, 2, 3, 4])
+        writes = model.memory_bank.num_writes.clone()
+        losses[from_masks] = model(pixels, labels=labels, image_labels=image_labels).attentive_loss
+        added = (model.memory_bank.num_writes - writes).tolist()
+        # Mask image 0 adds one slot for each of its classes 1 and 3 only with the option.
+        assert added == ([0, 1, 1, 1, 2, 0] if from_masks else [0, 0, 1, 0, 2, 0])
+    # This step's writes never reach this step's attention.
+    torch.testing.assert_close(losses[True], losses[False])
+
+
 def test_coseg_reweights_only_classes_with_a_usable_bank():
     model = make_model("vit", names=NAMES, memory_bank_size=2, memory_bank_warmup=1)
     pixels = torch.randn(2, 3, 32, 40)

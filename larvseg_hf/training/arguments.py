@@ -50,6 +50,10 @@ class ModelArguments:
     background_score_threshold: float = field(default=0.35)
     synonym_mse_threshold: float = field(default=2.0)
     background_suppression: bool = field(default=True)
+    memory_bank_from_masks: bool = field(
+        default=False,
+        metadata={"help": "Mask samples also fill their classes' memory banks (not in the paper)."},
+    )
     supervised_loss_weight: float = field(default=1.0)
     image_loss_weight: float = field(default=0.2)
     attentive_loss_weight: float = field(default=0.1)

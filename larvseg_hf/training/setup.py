@@ -31,6 +31,7 @@ MODEL_CONFIG_FIELDS = (
     "background_score_threshold",
     "synonym_mse_threshold",
     "background_suppression",
+    "memory_bank_from_masks",
     "supervised_loss_weight",
     "image_loss_weight",
     "attentive_loss_weight",

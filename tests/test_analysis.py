@@ -1,0 +1,69 @@
+"""Analysis tools: one-point oracle propagation and CA-Cls attention localisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from conftest import make_model
+
+from larvseg_hf import LarvSegImageProcessor
+from larvseg_hf.analysis import attention_localization, precision_at_area, propagate_from_seeds
+
+IGNORE = -100
+
+
+def test_propagation_recovers_categories_whose_features_are_distinct():
+    labels = torch.tensor([[0, 0, 3, 3], [0, 0, 3, 3], [7, 7, 7, IGNORE]])
+    directions = {0: [1.0, 0, 0], 3: [0, 1.0, 0], 7: [0, 0, 1.0], IGNORE: [1.0, 1.0, 1.0]}
+    features = torch.tensor([[directions[int(v)] for v in row] for row in labels]).permute(2, 0, 1)
+    features = F.normalize(features + 0.01 * torch.randn(features.shape), dim=0)
+    for seed in range(5):
+        predicted = propagate_from_seeds(features, labels, torch.Generator().manual_seed(seed))
+        valid = labels != IGNORE
+        assert torch.equal(predicted[valid], labels[valid])
+
+
+def test_propagation_never_seeds_from_ignored_pixels():
+    labels = torch.full((3, 3), IGNORE)
+    predicted = propagate_from_seeds(torch.randn(4, 3, 3), labels, torch.Generator().manual_seed(0))
+    assert (predicted == IGNORE).all()
+
+
+def test_precision_at_area_matches_sorting_loop():
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(6, 30, generator=g)
+    masks = torch.rand(6, 30, generator=g) < 0.3
+    masks[0] = False
+    masks[0, 4] = True
+    out = precision_at_area(maps, masks)
+    for p in range(6):
+        area = int(masks[p].sum())
+        ranked = sorted(range(30), key=lambda x: -float(maps[p, x]))[:area]
+        assert abs(float(out[p]) - sum(bool(masks[p, x]) for x in ranked) / area) < 1e-6
+    # A map that is its own mask scores 1.
+    assert torch.allclose(precision_at_area(masks.float(), masks), torch.ones(6))
+
+
+def test_attention_localization_counts_pairs_and_chance():
+    names = ["background", "cat", "dog", "emu"]
+    model = make_model("vit", names=names, base_label_ids=[0, 1], memory_bank_size=2, memory_bank_warmup=1)
+    bank = model.memory_bank
+    bank.enqueue(torch.tensor([2, 2, 3, 3]), F.normalize(torch.randn(4, bank.slots.shape[-1]), dim=-1))
+    processor = LarvSegImageProcessor(size={"height": 32, "width": 32}, size_divisor=8)
+    rng = np.random.default_rng(0)
+    rows, expected_areas = [], []
+    for present in ([0, 2], [1, 3], [0, 1]):  # novel pairs: (0, dog), (1, emu); image 2 has none
+        label = np.full((32, 32), present[0], dtype=np.int64)
+        label[8:24, 8:24] = present[1]
+        rows.append({"image": rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), "label": label})
+        if present[1] in (2, 3):
+            expected_areas.append(16 * 16 / 32 / 32)
+    results = attention_localization(model, processor, rows, class_ids=[2, 3])
+    assert results["pairs"] == 2 and results["usable_classes"] == 2
+    assert abs(results["precision_chance"] - np.mean(expected_areas)) < 1e-6
+    for key in ("precision_score", "precision_attention_labels", "precision_attention_threshold"):
+        assert 0.0 <= results[key] <= 1.0
+    assert (
+        0.0 <= results["threshold_flag_precision"] <= 1.0 and 0.0 <= results["threshold_flag_recall"] <= 1.0
+    )
