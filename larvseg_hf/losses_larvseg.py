@@ -8,6 +8,9 @@ Conventions shared by every function here:
 - Image-level targets are multi-hot (B, K) over the same columns; each True entry is one
   (image, label) pair. Pairs are listed in row-major order by `image_label_pairs`.
 - A standardised map is (x - mean) / sqrt(var + eps) over its pixels, population variance.
+- `pixel_mask` (B, H, W) bool marks the image's own pixels (False on the padding a crop smaller than the
+  batch gets); None means every pixel is real. Image-level pooling, attention and bank writes use the
+  real pixels only: padding is not part of the image its labels describe.
 """
 
 from __future__ import annotations
@@ -113,25 +116,43 @@ def pooled_pair_cross_entropy(
     return -log_probs.gather(1, pair_column[:, None]).squeeze(1)
 
 
+def masked_mean_pool(logits: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, K, H, W) -> (B, K): the mean over each image's real pixels."""
+    if pixel_mask is None:
+        return logits.mean((2, 3))
+    weights = pixel_mask.to(logits.dtype)
+    return torch.einsum("bkhw,bhw->bk", logits, weights) / weights.sum((1, 2)).clamp(min=1)[:, None]
+
+
 def image_level_loss(
     logits: torch.Tensor,
     image_targets: torch.Tensor,
     class_mask: torch.Tensor | None = None,
+    pixel_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Baseline image-level loss: mean-pooled logits, one cross-entropy per (image, label) pair,
     averaged over all pairs."""
     pair_image, pair_column, _ = image_label_pairs(image_targets)
     if pair_image.numel() == 0:
         return _zero_loss(logits)
-    pooled = logits.mean((2, 3))[pair_image]
+    pooled = masked_mean_pool(logits, pixel_mask)[pair_image]
     return pooled_pair_cross_entropy(pooled, pair_image, pair_column, image_targets, class_mask).mean()
 
 
-def standardize(maps: torch.Tensor, eps: float = STANDARDIZE_EPS) -> torch.Tensor:
-    """Standardise over the last dimension (flattened pixels)."""
-    mean = maps.mean(-1, keepdim=True)
-    var = maps.var(-1, unbiased=False, keepdim=True)
-    return (maps - mean) / torch.sqrt(var + eps)
+def standardize(
+    maps: torch.Tensor, eps: float = STANDARDIZE_EPS, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Standardise over the last dimension (flattened pixels); with `valid` (broadcastable bool), over
+    the valid pixels only, and 0 elsewhere."""
+    if valid is None:
+        mean = maps.mean(-1, keepdim=True)
+        var = maps.var(-1, unbiased=False, keepdim=True)
+        return (maps - mean) / torch.sqrt(var + eps)
+    weights = valid.to(maps.dtype)
+    count = weights.sum(-1, keepdim=True).clamp(min=1)
+    mean = (maps * weights).sum(-1, keepdim=True) / count
+    var = (((maps - mean) * weights) ** 2).sum(-1, keepdim=True) / count
+    return (maps - mean) / torch.sqrt(var + eps) * weights
 
 
 def topk_slot_features(
@@ -140,13 +161,25 @@ def topk_slot_features(
     pair_image: torch.Tensor,
     pair_column: torch.Tensor,
     k: int = 20,
+    pixel_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean normalised feature of the top-k pixels of each pair's image by its class's raw score:
+    """Mean normalised feature of the top-k real pixels of each pair's image by its class's raw score:
     the one slot that pair enqueues. features (B, d, h, w), scores (B, K, h, w) -> (P, d)."""
-    flat_features = features.detach().flatten(2).transpose(1, 2)  # (B, X, d)
     flat_scores = scores.detach().flatten(2)[pair_image, pair_column]  # (P, X)
-    top = flat_scores.topk(min(k, flat_scores.shape[-1]), dim=-1).indices  # (P, k)
-    return flat_features[pair_image[:, None], top].mean(1)
+    if pixel_mask is not None:
+        flat_scores = flat_scores.masked_fill(~pixel_mask.flatten(1)[pair_image], float("-inf"))
+    return _mean_of_top(features, flat_scores, pair_image, k)
+
+
+def _mean_of_top(
+    features: torch.Tensor, flat_scores: torch.Tensor, pair_image: torch.Tensor, k: int
+) -> torch.Tensor:
+    """Mean feature of each row's k highest finite scores (fewer when fewer are finite)."""
+    top = flat_scores.topk(min(k, flat_scores.shape[-1]), dim=-1)
+    weights = torch.isfinite(top.values).to(features.dtype)  # (P, k)
+    flat_features = features.detach().flatten(2).transpose(1, 2)  # (B, X, d)
+    picked = flat_features[pair_image[:, None], top.indices]  # (P, k, d)
+    return (picked * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
 
 
 def mask_slot_features(
@@ -171,12 +204,7 @@ def mask_slot_features(
     pair_image, pair_column = present.nonzero(as_tuple=True)
     inside = flat_labels[pair_image] == pair_column[:, None]  # (P, X)
     flat_scores = scores.detach().flatten(2)[pair_image, pair_column].masked_fill(~inside, float("-inf"))
-    top = flat_scores.topk(min(k, flat_scores.shape[-1]), dim=-1)
-    weights = torch.isfinite(top.values).to(features.dtype)  # (P, k): only pixels of the class
-    flat_features = features.detach().flatten(2).transpose(1, 2)  # (B, X, d)
-    picked = flat_features[pair_image[:, None], top.indices]  # (P, k, d)
-    means = (picked * weights[..., None]).sum(1) / weights.sum(1, keepdim=True)
-    return pair_column, means
+    return pair_column, _mean_of_top(features, flat_scores, pair_image, k)
 
 
 def attentive_scores(
@@ -193,6 +221,7 @@ def attentive_scores(
     synonym_mse_threshold: float = 2.0,
     background_suppression: bool = True,
     class_mask: torch.Tensor | None = None,
+    pixel_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CA-Cls attention logits (before the sigmoid), standardised over each image's pixels.
 
@@ -205,9 +234,11 @@ def attentive_scores(
             None (inference) always uses the score threshold.
         background_suppression: False keeps the foreground score alone (an ablation).
         class_mask: (B, K) columns each image's dataset sampled; background classes come only from these.
+        pixel_mask: (B, h, w) real pixels; statistics, top-k and standardisation use only these.
     Returns:
         (P, h, w): standardise(foreground - mean(background)), or standardise(2 * foreground - 1)
-        where no background class survives. A pair whose class is not usable is the caller's to drop.
+        where no background class survives; 0 on padding. A pair whose class is not usable is the
+        caller's to drop.
     """
     batch, _, height, width = features.shape
     num_columns = scores.shape[1]
@@ -217,8 +248,15 @@ def attentive_scores(
     bank_maps = torch.einsum("kd,bdx->bkx", bank_means.to(flat_features.dtype), flat_features)  # (B, K, X)
     foreground = bank_maps[pair_image, pair_column]  # (P, X)
 
+    valid = None if pixel_mask is None else pixel_mask.flatten(1)  # (B, X)
+    count = torch.full((batch, 1), float(height * width), device=features.device)
+    flat_scores = scores.detach().flatten(2)
+    if valid is not None:
+        count = valid.sum(1, keepdim=True).clamp(min=1).to(count.dtype)
+        flat_scores = flat_scores.masked_fill(~valid[:, None, :], float("-inf"))
+
     own = F.one_hot(pair_column, num_columns).bool()
-    top = scores.detach().flatten(2).topk(min(background_topk, height * width), dim=-1).values.mean(-1)
+    top = flat_scores.topk(min(background_topk, height * width), dim=-1).values.mean(-1)
     likely_present = (top > background_threshold)[pair_image] & ~own
     if image_targets is None:
         candidates = likely_present
@@ -233,15 +271,15 @@ def attentive_scores(
     # of the maps is ever made: one einsum per image gives every pair's cross terms.
     pair_rank = _rank_within_image(pair_image, batch)
     slots = int(pair_rank.max()) + 1
-    standardized = standardize(bank_maps)  # (B, K, X)
+    standardized = standardize(bank_maps, valid=None if valid is None else valid[:, None, :])  # (B, K, X)
     standardized_fg = standardized[pair_image, pair_column]  # (P, X)
     padded_fg = standardized.new_zeros(batch, slots, standardized.shape[-1])
     padded_fg[pair_image, pair_rank] = standardized_fg
-    cross = (
-        torch.einsum("blx,bkx->blk", padded_fg, standardized)[pair_image, pair_rank] / standardized.shape[-1]
-    )
-    squares = (standardized**2).mean(-1)  # (B, K)
-    mse = (standardized_fg**2).mean(-1, keepdim=True) + squares[pair_image] - 2 * cross  # (P, K)
+    # Means over real pixels: standardised maps are 0 on padding, so sums / count.
+    pair_count = count[pair_image]  # (P, 1)
+    cross = torch.einsum("blx,bkx->blk", padded_fg, standardized)[pair_image, pair_rank] / pair_count
+    squares = (standardized**2).sum(-1) / count  # (B, K)
+    mse = (standardized_fg**2).sum(-1, keepdim=True) / pair_count + squares[pair_image] - 2 * cross  # (P, K)
     keep = candidates & (mse > synonym_mse_threshold)
 
     num_kept = keep.sum(1, keepdim=True)
@@ -249,7 +287,7 @@ def attentive_scores(
     weights[pair_image, pair_rank] = keep.to(bank_maps.dtype) / num_kept.clamp(min=1)
     background = torch.einsum("blk,bkx->blx", weights, bank_maps)[pair_image, pair_rank]  # (P, X)
     combined = torch.where(num_kept > 0, foreground - background, 2 * foreground - 1)
-    return standardize(combined).view(-1, height, width)
+    return standardize(combined, valid=None if valid is None else valid[pair_image]).view(-1, height, width)
 
 
 def _rank_within_image(pair_image: torch.Tensor, batch: int) -> torch.Tensor:
@@ -271,12 +309,14 @@ def attentive_image_level_loss(
     image_targets: torch.Tensor,
     class_mask: torch.Tensor | None = None,
     valid: torch.Tensor | None = None,
+    pixel_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The image-level loss on attentive logits (logits of every column times the pair's attention).
 
     `attention` (P, H, W) in (0, 1) at the logits' resolution; `valid` (P,) drops pairs whose class
-    has no usable bank yet. The pooled attentive logits of all pairs come from one einsum over a
-    per-image padded layout, so logits are never copied per pair.
+    has no usable bank yet; `pixel_mask` (B, H, W) pools over real pixels only. The pooled attentive
+    logits of all pairs come from one einsum over a per-image padded layout, so logits are never
+    copied per pair.
     """
     if valid is not None:
         pair_image, pair_column, pair_rank, attention = (
@@ -291,7 +331,12 @@ def attentive_image_level_loss(
     slots = int(pair_rank.max()) + 1
     padded = attention.new_zeros(batch, slots, height * width)
     padded[pair_image, pair_rank] = attention.flatten(1).to(padded.dtype)
-    pooled = torch.einsum("bkx,blx->blk", logits.flatten(2), padded) / (height * width)
+    count = torch.full((batch, 1, 1), float(height * width), device=logits.device)
+    if pixel_mask is not None:
+        weights = pixel_mask.flatten(1).to(padded.dtype)  # (B, X)
+        padded = padded * weights[:, None, :]
+        count = weights.sum(1).clamp(min=1)[:, None, None]
+    pooled = torch.einsum("bkx,blx->blk", logits.flatten(2), padded) / count
     pooled = pooled[pair_image, pair_rank]  # (P, K)
     return pooled_pair_cross_entropy(pooled, pair_image, pair_column, image_targets, class_mask).mean()
 
@@ -303,6 +348,7 @@ __all__ = [
     "image_level_loss",
     "mask_norm",
     "mask_slot_features",
+    "masked_mean_pool",
     "pooled_pair_cross_entropy",
     "sample_classes",
     "standardize",

@@ -227,7 +227,7 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             self._class_vector_cache = (key, vectors)
         return self._class_vector_cache[1]
 
-    def _check_inputs(self, pixel_values, labels, image_labels) -> None:
+    def _check_inputs(self, pixel_values, labels, image_labels, pixel_mask=None) -> None:
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
             raise ValueError(
                 f"pixel_values must be (batch, 3, height, width), got shape {tuple(pixel_values.shape)}; "
@@ -246,6 +246,10 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
                     f"labels hold ids {bad.unique().tolist()[:10]} outside the vocabulary [0, {self.config.num_labels}) "
                     f"that are not ignore_index={self.config.ignore_index}."
                 )
+        if pixel_mask is not None and tuple(pixel_mask.shape) != (batch, height, width):
+            raise ValueError(
+                f"pixel_mask must be (batch, height, width) = {(batch, height, width)}, got {tuple(pixel_mask.shape)}"
+            )
         if image_labels is not None and tuple(image_labels.shape) != (batch, self.config.num_labels):
             raise ValueError(
                 f"image_labels must be multi-hot of shape (batch, num_labels) = {(batch, self.config.num_labels)}, "
@@ -301,6 +305,7 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         image_labels: torch.Tensor | None = None,
         class_ids: Sequence[int | str] | torch.Tensor | None = None,
         coseg: bool = False,
+        pixel_mask: torch.Tensor | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> LarvSegSemanticSegmenterOutput | tuple:
@@ -313,9 +318,12 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             Restrict inference to these classes (ids or names).
         coseg (`bool`, *optional*, defaults to `False`):
             Attentive inference: multiply each class's logits by its CA-Cls attention from the memory bank.
+        pixel_mask (`torch.Tensor` of shape `(batch_size, height, width)`, *optional*):
+            1 for the image's own pixels, 0 for padding. Image-level losses and memory-bank writes use only
+            the image's pixels. Defaults to all ones.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        self._check_inputs(pixel_values, labels, image_labels)
+        self._check_inputs(pixel_values, labels, image_labels, pixel_mask)
         batch = pixel_values.shape[0]
         has_targets = labels is not None or image_labels is not None
 
@@ -338,7 +346,7 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         loss = terms = None
         if has_targets:
             loss, terms = self._losses(
-                pixel_values, logits, features, scores, columns, class_mask, labels, image_labels
+                pixel_values, logits, features, scores, columns, class_mask, labels, image_labels, pixel_mask
             )
 
         output = LarvSegSemanticSegmenterOutput(
@@ -351,7 +359,9 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
-    def _losses(self, pixel_values, logits, features, scores, columns, class_mask, labels, image_labels):
+    def _losses(
+        self, pixel_values, logits, features, scores, columns, class_mask, labels, image_labels, pixel_mask
+    ):
         config = self.config
         rate = config.loss_downsample_rate
         size = (pixel_values.shape[-2] // rate, pixel_values.shape[-1] // rate)
@@ -384,10 +394,18 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
 
         if image_labels is not None:
             targets = image_labels[:, columns] > 0
-            terms["image_level_loss"] = image_level_loss(upsampled, targets, class_mask)
+            real = None  # the image's own pixels at loss and feature resolution
+            if pixel_mask is not None:
+                real = tuple(
+                    F.interpolate(pixel_mask[:, None].float(), shape, mode="nearest")[:, 0] > 0.5
+                    for shape in (size, features.shape[-2:])
+                )
+            terms["image_level_loss"] = image_level_loss(
+                upsampled, targets, class_mask, None if real is None else real[0]
+            )
             if config.attentive_loss_weight > 0:
                 terms["attentive_loss"], pair_writes = self._attentive_loss(
-                    upsampled, features, scores, columns, class_mask, targets
+                    upsampled, features, scores, columns, class_mask, targets, real
                 )
                 writes.append(pair_writes)
 
@@ -404,14 +422,16 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         return loss, {name: value.detach() for name, value in terms.items()}
 
     def _attentive_loss(
-        self, upsampled, features, scores, columns, class_mask, targets
+        self, upsampled, features, scores, columns, class_mask, targets, real=None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """CA-Cls loss and the (column, slot mean) of each image-level pair, for the caller to enqueue."""
+        """CA-Cls loss and the (column, slot mean) of each image-level pair, for the caller to enqueue.
+        `real`: the image's own pixels at loss and at feature resolution, or None for all."""
         config = self.config
+        real_loss, real_features = (None, None) if real is None else real
         pair_image, pair_column, pair_rank = image_label_pairs(targets)
         usable = self.memory_bank.usable(columns)
         attention = self._attention_from_bank(
-            features, scores, columns, usable, pair_image, pair_column, targets, class_mask
+            features, scores, columns, usable, pair_image, pair_column, targets, class_mask, real_features
         )
         attention = torch.sigmoid(
             F.interpolate(attention[:, None], upsampled.shape[-2:], mode="bilinear", align_corners=False)[
@@ -427,9 +447,12 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             targets,
             class_mask,
             valid=usable[pair_column],
+            pixel_mask=real_loss,
         )
         # Enqueued by the caller after scoring, so attention mines other images' features, never this one's.
-        slot_means = topk_slot_features(features, scores, pair_image, pair_column, config.memory_bank_topk)
+        slot_means = topk_slot_features(
+            features, scores, pair_image, pair_column, config.memory_bank_topk, real_features
+        )
         return loss, (pair_column, slot_means)
 
     def _coseg_attention(self, features, scores, columns) -> torch.Tensor:
@@ -444,7 +467,16 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         return attention * usable[None, :, None, None]
 
     def _attention_from_bank(
-        self, features, scores, columns, usable, pair_image, pair_column, targets=None, class_mask=None
+        self,
+        features,
+        scores,
+        columns,
+        usable,
+        pair_image,
+        pair_column,
+        targets=None,
+        class_mask=None,
+        pixel_mask=None,
     ) -> torch.Tensor:
         """CA-Cls attention logits for (image, column) pairs with this model's bank and settings."""
         config = self.config
@@ -461,6 +493,7 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             synonym_mse_threshold=config.synonym_mse_threshold,
             background_suppression=config.background_suppression,
             class_mask=class_mask,
+            pixel_mask=pixel_mask,
         )
 
     # ----------------------------------------------------------------------------------------- building

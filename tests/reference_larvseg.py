@@ -116,8 +116,13 @@ def pair_loss(pooled: list[float], label: int, image_labels: list[int], b: int, 
     return cross_entropy(pooled, label, allowed)
 
 
-def ref_image_level_loss(logits: torch.Tensor, labels: list[list[int]], class_mask=None) -> float:
-    """Average over (image, label) pairs of the CE of the mean-pooled logits; 0 when there is no pair."""
+def _real(real, b: int, i: int, j: int) -> bool:
+    return real is None or bool(real[b][i][j])
+
+
+def ref_image_level_loss(logits: torch.Tensor, labels: list[list[int]], class_mask=None, real=None) -> float:
+    """Average over (image, label) pairs of the CE of the logits mean-pooled over the image's real pixels
+    (`real` (B, H, W) bool, None for all); 0 when there is no pair."""
     z = _as_lists(logits)
     batch, columns, height, width = logits.shape
     total, count = 0.0, 0
@@ -125,11 +130,13 @@ def ref_image_level_loss(logits: torch.Tensor, labels: list[list[int]], class_ma
         for label in labels[b]:
             pooled = []
             for k in range(columns):
-                acc = 0.0
+                acc, n = 0.0, 0
                 for i in range(height):
                     for j in range(width):
-                        acc += z[b][k][i][j]
-                pooled.append(acc / (height * width))
+                        if _real(real, b, i, j):
+                            acc += z[b][k][i][j]
+                            n += 1
+                pooled.append(acc / n)
             total += pair_loss(pooled, label, labels[b], b, class_mask)
             count += 1
     return total / count if count else 0.0
@@ -175,10 +182,18 @@ class FullMemoryBank:
         return other
 
 
-def ref_topk_pixel_features(features: torch.Tensor, class_scores: torch.Tensor, k: int) -> torch.Tensor:
-    """One image: features (d, h, w), raw scores of one class (h, w) -> (k, d) features of the top-k pixels."""
+def ref_topk_pixel_features(
+    features: torch.Tensor, class_scores: torch.Tensor, k: int, real=None
+) -> torch.Tensor:
+    """One image: features (d, h, w), raw scores of one class (h, w) -> (k, d) features of the top-k
+    pixels among the real ones (`real` (h, w) bool, None for all)."""
     _, height, width = features.shape
-    ranked = [(float(class_scores[i, j]), i, j) for i in range(height) for j in range(width)]
+    ranked = [
+        (float(class_scores[i, j]), i, j)
+        for i in range(height)
+        for j in range(width)
+        if real is None or bool(real[i][j])
+    ]
     ranked.sort(key=lambda t: -t[0])
     return torch.stack([features[:, i, j].double() for _, i, j in ranked[:k]])
 
@@ -219,15 +234,17 @@ def ref_attention_map(
     background_threshold: float = 0.35,
     synonym_mse_threshold: float = 2.0,
     background_suppression: bool = True,
+    real=None,
 ) -> tuple[list[list[float]], dict]:
     """One image and label column: the standardised combined score (h, w), before the sigmoid.
 
-    features (d, h, w) normalised, scores (K, h, w) raw; `column_classes[k]` is the bank class of column k.
-    Returns the map and the details (candidates, kept, dropped as synonyms, route).
+    features (d, h, w) normalised, scores (K, h, w) raw; `column_classes[k]` is the bank class of column k;
+    `real` (h, w) bool: the image's own pixels, the only ones every statistic uses (None for all); the
+    map is 0 elsewhere. Returns the map and the details (candidates, kept, dropped as synonyms, route).
     """
     _, height, width = features.shape
     columns = scores.shape[0]
-    pixels = [(i, j) for i in range(height) for j in range(width)]
+    pixels = [(i, j) for i in range(height) for j in range(width) if real is None or bool(real[i][j])]
     raw = _as_lists(scores)
 
     def class_map(column: int) -> list[float]:
@@ -269,8 +286,8 @@ def ref_attention_map(
             combined.append(foreground[x] - sum(m[x] for m in kept_maps) / len(kept_maps))
         else:
             combined.append(foreground[x] - (1.0 - foreground[x]))
-    flat = standardize_values(combined)
-    grid = [[flat[i * width + j] for j in range(width)] for i in range(height)]
+    values = dict(zip(pixels, standardize_values(combined), strict=True))
+    grid = [[values.get((i, j), 0.0) for j in range(width)] for i in range(height)]
     details = {
         "route": route,
         "candidates": candidates,
@@ -289,11 +306,14 @@ def ref_attentive_loss(
     column_classes: list[int],
     labels: list[list[int]],
     class_mask=None,
+    real_features=None,
+    real=None,
     **attention_kwargs,
 ) -> tuple[float, list[dict]]:
     """CA-Cls loss: for each (image, label) pair whose class is usable, attention = sigmoid(bilinear
     upsample of the standardised combined map to the logits' size); attentive logits = logits * a at every
-    column; then the image-level loss (mean pool, other labels dropped, CE), averaged over those pairs."""
+    column; then the image-level loss (mean pool, other labels dropped, CE), averaged over those pairs.
+    `real_features` (B, h, w) / `real` (B, H, W): the image's own pixels at feature / logits resolution."""
     z = _as_lists(logits)
     batch, columns, height, width = logits.shape
     total, count, records = 0.0, 0, []
@@ -303,18 +323,27 @@ def ref_attentive_loss(
                 records.append({"image": b, "label": label, "used": False})
                 continue
             grid, details = ref_attention_map(
-                features[b], scores[b], bank, column_classes, label, labels[b], **attention_kwargs
+                features[b],
+                scores[b],
+                bank,
+                column_classes,
+                label,
+                labels[b],
+                real=None if real_features is None else real_features[b],
+                **attention_kwargs,
             )
             if (len(grid), len(grid[0])) != (height, width):
                 grid = bilinear(grid, height, width)
             attention = [[1.0 / (1.0 + math.exp(-v)) for v in row] for row in grid]
             pooled = []
             for k in range(columns):
-                acc = 0.0
+                acc, n = 0.0, 0
                 for i in range(height):
                     for j in range(width):
-                        acc += z[b][k][i][j] * attention[i][j]
-                pooled.append(acc / (height * width))
+                        if _real(real, b, i, j):
+                            acc += z[b][k][i][j] * attention[i][j]
+                            n += 1
+                pooled.append(acc / n)
             total += pair_loss(pooled, label, labels[b], b, class_mask)
             count += 1
             records.append({"image": b, "label": label, "used": True, **details})

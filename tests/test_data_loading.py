@@ -321,7 +321,8 @@ def test_samples_and_collator_shapes(two_sources):
     ]
     collate = LarvSegCollator(mapping.num_labels)
     batch = collate([ms, im, img_ds[0]])
-    assert set(batch) == {"pixel_values", "labels", "image_labels"}
+    assert set(batch) == {"pixel_values", "labels", "image_labels", "pixel_mask"}
+    assert batch["pixel_mask"].shape == (3, 12, 12) and batch["pixel_mask"].dtype == torch.bool
     assert batch["pixel_values"].shape == (3, 3, 12, 12) and batch["pixel_values"].dtype == torch.float32
     assert batch["labels"].shape == (3, 12, 12) and batch["labels"].dtype == torch.int64
     assert batch["image_labels"].shape == (3, mapping.num_labels)
@@ -331,6 +332,26 @@ def test_samples_and_collator_shapes(two_sources):
     assert torch.equal(batch["image_labels"], expected)
     # same seed/epoch/index -> identical augmentation
     assert torch.equal(mask_ds[2]["pixel_values"], mask_ds[2]["pixel_values"])
+
+
+def test_image_level_samples_mark_their_padding(two_sources):
+    seg_src, cls_src = two_sources
+    mapping = build_union_vocabulary([seg_src, cls_src])
+    halve = TrainTransform(
+        crop_size=24, ratio_range=(0.5, 0.5)
+    )  # every image comes back smaller than the crop
+    images = LarvSegDataset(cls_src, mapping, {"mask": halve, "image": halve})
+    for index in range(len(images)):
+        sample = images[index]
+        height, width = np.asarray(cls_src.get_example(index)["image"]).shape[:2]
+        real = torch.zeros(24, 24, dtype=torch.bool)
+        real[: round(height / 2), : round(width / 2)] = True
+        assert torch.equal(sample["pixel_mask"], real)
+        assert (sample["pixel_values"][:, ~real] == 0).all()
+    masks = LarvSegDataset(seg_src, mapping, {"mask": halve, "image": halve})
+    assert masks[0]["pixel_mask"].all()  # mask samples: padding is already ignore_index in their labels
+    batch = LarvSegCollator(mapping.num_labels)([masks[0], images[0]])
+    assert batch["pixel_mask"][0].all() and torch.equal(batch["pixel_mask"][1], images[0]["pixel_mask"])
 
 
 def test_collator_groups_by_size_when_crops_differ(two_sources):

@@ -124,6 +124,31 @@ def test_image_level_loss_matches_pair_loop(with_mask):
         assert abs(ref - no_drop / 6) > 1e-3
 
 
+def padding_mask(batch: int, height: int, width: int, g: torch.Generator) -> torch.Tensor:
+    """Real pixels top-left, padding bottom/right as crops get it; image 0 unpadded."""
+    real = torch.ones(batch, height, width, dtype=torch.bool)
+    for b in range(1, batch):
+        rows = int(torch.randint(1, height + 1, (1,), generator=g))
+        cols = int(torch.randint(1, width, (1,), generator=g))
+        real[b, rows:] = False
+        real[b, :, cols:] = False
+    return real
+
+
+def test_image_level_loss_pools_over_real_pixels_only():
+    g = gen(3)
+    logits = torch.randn(3, 6, 5, 4, generator=g, dtype=torch.float64) * 2
+    labels = [[0, 2], [4], [1, 3, 5]]
+    real = padding_mask(3, 5, 4, g)
+    assert not real.all()
+    out = image_level_loss(logits, multi_hot(labels, 6), None, real)
+    assert abs(float(out) - ref_image_level_loss(logits, labels, None, real.tolist())) < TOL
+    # Whatever the padding holds does not change it; without the mask it would.
+    changed = logits.masked_fill(~real[:, None], 50.0)
+    assert abs(float(image_level_loss(changed, multi_hot(labels, 6), None, real)) - float(out)) < TOL
+    assert abs(float(image_level_loss(changed, multi_hot(labels, 6))) - float(out)) > 1e-2
+
+
 def test_image_level_loss_without_labels_is_zero_and_backprops():
     logits = torch.randn(2, 4, 3, 3, requires_grad=True)
     loss = image_level_loss(logits, torch.zeros(2, 4, dtype=torch.bool))
@@ -194,6 +219,25 @@ def test_mask_slot_features_of_image_level_samples_is_empty():
     assert columns.shape == (0,) and slots.shape == (0, 8)
 
 
+def test_topk_slot_features_ignores_padding():
+    g = gen(7)
+    features = normalized(3, 8, 4, 5, dim=1, g=g)
+    scores = torch.rand(3, 5, 4, 5, generator=g, dtype=torch.float64) * 2 - 1
+    real = padding_mask(3, 4, 5, g)
+    scores = scores.masked_fill(~real[:, None], 5.0)  # padding would win every top-k
+    targets = multi_hot([[0, 3], [1, 4], [2]], 5)
+    pair_image, pair_column, _ = image_label_pairs(targets)
+    for k in (1, 3, 20):
+        out = topk_slot_features(features, scores, pair_image, pair_column, k, real)
+        ref = torch.stack(
+            [
+                ref_topk_pixel_features(features[b], scores[b, col], k, real[b].tolist()).mean(0)
+                for b, col in zip(pair_image.tolist(), pair_column.tolist(), strict=True)
+            ]
+        )
+        torch.testing.assert_close(out, ref, atol=TOL, rtol=0)
+
+
 # ----------------------------------------------------------------------------------------- class sampling
 
 
@@ -256,11 +300,15 @@ def random_slots(count: int, topk: int, dim: int, g: torch.Generator) -> list[to
     return [normalized(topk, dim, dim=-1, g=g) for _ in range(count)]
 
 
-def implementation_loss(logits, features, scores, bank, columns, targets, class_mask=None, **kwargs):
+def implementation_loss(
+    logits, features, scores, bank, columns, targets, class_mask=None, real_features=None, real=None, **kwargs
+):
     """The model's `_attentive_loss` pipeline on the public functions."""
     means, usable = bank.class_means(columns), bank.usable(columns)
     pair_image, pair_column, pair_rank = image_label_pairs(targets)
-    maps = attentive_scores(features, scores, means, usable, pair_image, pair_column, targets, **kwargs)
+    maps = attentive_scores(
+        features, scores, means, usable, pair_image, pair_column, targets, pixel_mask=real_features, **kwargs
+    )
     attention = maps
     if maps.shape[-2:] != logits.shape[-2:]:
         attention = F.interpolate(maps[:, None], logits.shape[-2:], mode="bilinear", align_corners=False)[
@@ -275,25 +323,50 @@ def implementation_loss(logits, features, scores, bank, columns, targets, class_
         targets,
         class_mask,
         valid=usable[pair_column],
+        pixel_mask=real,
     )
     return loss, maps, list(zip(pair_image.tolist(), pair_column.tolist(), strict=True))
 
 
+def _lists(tensor):
+    return None if tensor is None else tensor.tolist()
+
+
 def check_against_reference(
-    logits, features, scores, full, compact, columns, labels, class_mask=None, **kwargs
+    logits,
+    features,
+    scores,
+    full,
+    compact,
+    columns,
+    labels,
+    class_mask=None,
+    real_features=None,
+    real=None,
+    **kwargs,
 ):
     targets = multi_hot(labels, len(columns))
     loss, maps, pairs = implementation_loss(
-        logits, features, scores, compact, columns, targets, class_mask, **kwargs
+        logits, features, scores, compact, columns, targets, class_mask, real_features, real, **kwargs
     )
     ref, records = ref_attentive_loss(
-        logits, features, scores, full, columns.tolist(), labels, class_mask, **kwargs
+        logits,
+        features,
+        scores,
+        full,
+        columns.tolist(),
+        labels,
+        class_mask,
+        _lists(real_features),
+        _lists(real),
+        **kwargs,
     )
     assert abs(loss.item() - ref) < TOL, (loss.item(), ref)
     for p, (b, col) in enumerate(pairs):
         if full.usable(int(columns[col])):
+            own = None if real_features is None else real_features[b].tolist()
             grid, _ = ref_attention_map(
-                features[b], scores[b], full, columns.tolist(), col, labels[b], **kwargs
+                features[b], scores[b], full, columns.tolist(), col, labels[b], real=own, **kwargs
             )
             torch.testing.assert_close(maps[p], torch.tensor(grid, dtype=torch.float64), atol=TOL, rtol=0)
     return loss.item(), records
@@ -322,6 +395,25 @@ def test_attentive_loss_with_other_image_labels():
     # Same resolution (no upsampling) and a class_mask.
     class_mask = torch.tensor([[1, 1, 1, 0, 1], [1, 1, 0, 1, 1]], dtype=torch.bool)
     check_against_reference(logits[..., :4, :4], features, scores, full, compact, COLUMNS, labels, class_mask)
+
+
+@pytest.mark.parametrize("labels", [[[0, 2, 4], [1, 3]], [[0], [3]]])  # labels route; threshold route
+def test_attentive_loss_uses_real_pixels_only(labels):
+    g, features, scores, logits = ca_inputs(12)
+    slots = {int(c): random_slots(2, 4, 8, g) for c in COLUMNS}
+    full, compact = build_banks(slots, 8, size=2, warmup=1)
+    real_features = torch.ones(2, 4, 4, dtype=torch.bool)
+    real_features[1, 2:] = False
+    real_features[1, :, 3:] = False
+    real = F.interpolate(real_features[:, None].double(), (8, 8), mode="nearest")[:, 0] > 0.5
+    scores[1, :, 3, 3] = 0.9  # padding: would put every class over the 0.35 threshold
+    args = (logits, features, scores, full, compact, COLUMNS, labels)
+    loss, records = check_against_reference(*args, real_features=real_features, real=real)
+    if labels[1] == [3]:
+        assert next(r for r in records if r["image"] == 1)["route"] == "threshold"
+        assert next(r for r in records if r["image"] == 1)["candidates"] == []  # the 0.9s were padding
+    # Padding changes the loss when it is not masked out.
+    assert abs(loss - check_against_reference(*args)[0]) > 1e-4
 
 
 def test_attentive_loss_threshold_route_without_other_labels():
@@ -462,12 +554,16 @@ def test_model_supervised_loss_and_total_match_reference():
     assert abs(out.loss.item() - (ref_sup + 0.2 * ref_img)) < TOL
 
 
-def test_model_attentive_loss_matches_reference_end_to_end():
-    torch.manual_seed(0)
-    num_labels, size, topk = 6, 2, 3
+def training_model_and_reference(seed: int, num_labels: int = 6, size: int = 2, topk: int = 3):
+    """A tiny model in training mode and an empty published-layout bank shaped like its own."""
+    torch.manual_seed(seed)
     model, config = tiny_model(num_labels, size, topk)
-    model.train()
-    reference = FullMemoryBank(num_labels, size, config.memory_bank_warmup)
+    return model.train(), config, FullMemoryBank(num_labels, size, config.memory_bank_warmup)
+
+
+def test_model_attentive_loss_matches_reference_end_to_end():
+    num_labels, topk = 6, 3
+    model, config, reference = training_model_and_reference(0, num_labels, topk=topk)
 
     def step(labels: list[list[int]]):
         pixel_values = torch.randn(len(labels), 3, 32, 32)
@@ -527,3 +623,62 @@ def test_model_attentive_loss_matches_reference_end_to_end():
         evaluated = model(pixel_values, image_labels=image_labels)
     assert torch.equal(model.memory_bank.num_writes, writes) and torch.equal(model.memory_bank.slots, slots)
     assert torch.isfinite(evaluated.attentive_loss)
+
+
+def test_model_pixel_mask_keeps_image_losses_and_bank_writes_on_real_pixels():
+    num_labels, topk = 6, 3
+    model, config, reference = training_model_and_reference(1, num_labels, topk=topk)
+
+    def forward(labels, pixel_mask=None):
+        pixel_values = torch.randn(len(labels), 3, 32, 32)
+        pixel_values = pixel_values if pixel_mask is None else pixel_values * pixel_mask[:, None]
+        with torch.no_grad():
+            return model(
+                pixel_values, image_labels=multi_hot(labels, num_labels).float(), pixel_mask=pixel_mask
+            )
+
+    def replay(out, labels, real=None):
+        for b, row in enumerate(labels):
+            own = None if real is None else real[b].tolist()
+            for col in row:
+                reference.enqueue(
+                    col, ref_topk_pixel_features(out.features[b], out.scores[b, col], topk, own)
+                )
+
+    for labels in ([[0, 1], [2, 3]], [[0, 2], [1, 3]], [[0, 3], [1, 2]]):
+        replay(forward(labels), labels)
+    before = reference.copy()
+
+    labels = [[0, 1], [3]]
+    pixel_mask = torch.ones(2, 32, 32, dtype=torch.bool)
+    pixel_mask[1, 12:] = False
+    pixel_mask[1, :, 20:] = False
+    out = forward(labels, pixel_mask)
+    loss_size = (32 // config.loss_downsample_rate,) * 2
+    real = F.interpolate(pixel_mask[:, None].float(), loss_size, mode="nearest")[:, 0] > 0.5
+    real_features = (
+        F.interpolate(pixel_mask[:, None].float(), out.features.shape[-2:], mode="nearest")[:, 0] > 0.5
+    )
+    assert not real_features[1].all() and real_features[1].any()
+    upsampled = upsample_reference(out.logits, loss_size)
+    ref, records = ref_attentive_loss(
+        upsampled,
+        out.features,
+        out.scores,
+        before,
+        list(range(6)),
+        labels,
+        None,
+        real_features.tolist(),
+        real.tolist(),
+    )
+    assert all(r["used"] for r in records)
+    assert abs(float(out.attentive_loss) - ref) < TOL, (float(out.attentive_loss), ref)
+    assert (
+        abs(float(out.image_level_loss) - ref_image_level_loss(upsampled, labels, None, real.tolist())) < TOL
+    )
+    # Its slots came from real pixels only.
+    replay(out, labels, real_features)
+    every = torch.arange(4)
+    full_means = torch.stack([torch.stack(reference.stored(c)).mean(0) for c in range(4)])
+    torch.testing.assert_close(model.memory_bank.class_means(every).double(), full_means, atol=TOL, rtol=0)

@@ -130,6 +130,10 @@ def test_unknown_class_name_lists_closest_names():
             r"image_labels must be multi-hot of shape .* \(2, 5\), got \(2, 4\)",
         ),
         ({"image_labels": torch.zeros(2, 6)}, r"got \(2, 6\)"),
+        (
+            {"pixel_mask": torch.ones(2, 16, 20, dtype=torch.bool)},
+            r"pixel_mask must be \(batch, height, width\) = \(2, 32, 40\), got \(2, 16, 20\)",
+        ),
         ({"class_ids": [7]}, r"class ids \[7\] are outside the vocabulary \[0, 5\)"),
         ({"class_ids": [-1]}, r"outside the vocabulary"),
         ({"class_ids": []}, r"class_ids is empty"),

@@ -84,21 +84,38 @@ def make_sample(
     ignore_index: int = -100,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Union-id example (``{"image", "mask", "label_ids"}``) -> transformed training sample."""
+    """Union-id example (``{"image", "mask", "label_ids"}``) -> transformed training sample.
+
+    Image-level samples carry a ``pixel_mask`` of the image's own pixels: an all-zero stand-in mask goes
+    through the same random geometry, so the padding it comes back with is exactly the image's.
+    """
     if kind == "mask":
         pixel_values, labels = transform(example["image"], example["mask"], rng)
+        pixel_mask = torch.ones(tuple(pixel_values.shape[-2:]), dtype=torch.bool)
         label_ids: list[int] = []
     else:
-        pixel_values, _ = transform(example["image"], None, rng)
+        height, width = _image_size(example["image"])
+        pixel_values, extent = transform(example["image"], np.zeros((height, width), dtype=np.int64), rng)
+        pixel_mask = torch.as_tensor(extent) != ignore_index
         labels = torch.full(tuple(pixel_values.shape[-2:]), ignore_index, dtype=torch.int64)
         label_ids = list(example["label_ids"] or [])
     return {
         "pixel_values": pixel_values,
         "labels": labels,
+        "pixel_mask": pixel_mask,
         "image_label_ids": label_ids,
         "kind": kind,
         **extra,
     }
+
+
+def _image_size(image: Any) -> tuple[int, int]:
+    """(H, W) of a PIL image or an H x W (x C) array."""
+    if hasattr(image, "size") and not isinstance(image, np.ndarray):
+        width, height = image.size
+        return int(height), int(width)
+    shape = np.shape(image)
+    return int(shape[0]), int(shape[1])
 
 
 class LarvSegDataset(torch.utils.data.Dataset):
@@ -154,7 +171,8 @@ class LarvSegCollator:
     """Stack samples into model inputs; group by size when crops differ (see module docstring).
 
     Output per (group) batch: ``pixel_values`` (B, 3, H, W) float32, ``labels`` (B, H, W)
-    int64, ``image_labels`` (B, num_labels) float32 multi-hot (zero rows for mask samples).
+    int64, ``image_labels`` (B, num_labels) float32 multi-hot (zero rows for mask samples),
+    ``pixel_mask`` (B, H, W) bool, False on padding (all True for samples that carry none).
     """
 
     def __init__(self, num_labels: int, ignore_index: int = -100) -> None:
@@ -179,6 +197,14 @@ class LarvSegCollator:
             ),
             "labels": torch.stack([torch.as_tensor(s["labels"], dtype=torch.int64) for s in samples]),
             "image_labels": image_labels,
+            "pixel_mask": torch.stack(
+                [
+                    torch.as_tensor(s["pixel_mask"], dtype=torch.bool)
+                    if s.get("pixel_mask") is not None
+                    else torch.ones(tuple(s["pixel_values"].shape[-2:]), dtype=torch.bool)
+                    for s in samples
+                ]
+            ),
         }
 
     def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
