@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from .image_processing_larvseg import LarvSegImageProcessor, resize_labels_nearest, to_label_array
-from .losses_larvseg import attentive_scores
+from .losses_larvseg import attentive_scores, likely_present
 from .metrics import SegmentationMetrics
 
 
@@ -112,8 +112,7 @@ def attention_localization(
         small = torch.from_numpy(resize_labels_nearest(labels, tuple(scores.shape[-2:]))).to(device).flatten()
         present = torch.zeros(config.num_labels, dtype=torch.bool, device=device)
         present[small[small != ignore_index]] = True
-        top = scores.flatten(2).topk(min(config.background_topk, small.numel()), dim=-1).values.mean(-1)[0]
-        flags = top > config.background_score_threshold
+        flags = likely_present(scores, config.background_topk, config.background_score_threshold)[0]
         flagged += int(flags.sum())
         flagged_present += int((flags & present).sum())
         present_total += int(present.sum())

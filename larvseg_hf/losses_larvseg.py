@@ -207,6 +207,17 @@ def mask_slot_features(
     return pair_column, _mean_of_top(features, flat_scores, pair_image, k)
 
 
+def likely_present(
+    scores: torch.Tensor, topk: int = 5, threshold: float = 0.35, pixel_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(B, K) bool: columns whose mean of the top-k raw scores over the image's real pixels exceeds
+    `threshold`, the background test of CA-Cls when an image has no other labels."""
+    flat_scores = scores.detach().flatten(2)
+    if pixel_mask is not None:
+        flat_scores = flat_scores.masked_fill(~pixel_mask.flatten(1)[:, None, :], float("-inf"))
+    return flat_scores.topk(min(topk, flat_scores.shape[-1]), dim=-1).values.mean(-1) > threshold
+
+
 def attentive_scores(
     features: torch.Tensor,
     scores: torch.Tensor,
@@ -250,19 +261,16 @@ def attentive_scores(
 
     valid = None if pixel_mask is None else pixel_mask.flatten(1)  # (B, X)
     count = torch.full((batch, 1), float(height * width), device=features.device)
-    flat_scores = scores.detach().flatten(2)
     if valid is not None:
         count = valid.sum(1, keepdim=True).clamp(min=1).to(count.dtype)
-        flat_scores = flat_scores.masked_fill(~valid[:, None, :], float("-inf"))
 
     own = F.one_hot(pair_column, num_columns).bool()
-    top = flat_scores.topk(min(background_topk, height * width), dim=-1).values.mean(-1)
-    likely_present = (top > background_threshold)[pair_image] & ~own
+    present = likely_present(scores, background_topk, background_threshold, pixel_mask)[pair_image] & ~own
     if image_targets is None:
-        candidates = likely_present
+        candidates = present
     else:
         others = image_targets.bool()[pair_image] & ~own
-        candidates = torch.where(others.any(1, keepdim=True), others, likely_present)
+        candidates = torch.where(others.any(1, keepdim=True), others, present)
     candidates = candidates & bank_usable[None, :] & background_suppression
     if class_mask is not None:
         candidates = candidates & class_mask.bool()[pair_image]
@@ -346,6 +354,7 @@ __all__ = [
     "attentive_scores",
     "image_label_pairs",
     "image_level_loss",
+    "likely_present",
     "mask_norm",
     "mask_slot_features",
     "masked_mean_pool",

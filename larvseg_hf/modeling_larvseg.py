@@ -407,9 +407,10 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
                 terms["attentive_loss"], pair_writes = self._attentive_loss(
                     upsampled, features, scores, columns, class_mask, targets, real
                 )
-                writes.append(pair_writes)
+                if pair_writes is not None:
+                    writes.append(pair_writes)
 
-        if self.training and writes:
+        if writes:
             self.memory_bank.enqueue(
                 columns[torch.cat([column for column, _ in writes])], torch.cat([slot for _, slot in writes])
             )
@@ -423,9 +424,9 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
 
     def _attentive_loss(
         self, upsampled, features, scores, columns, class_mask, targets, real=None
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """CA-Cls loss and the (column, slot mean) of each image-level pair, for the caller to enqueue.
-        `real`: the image's own pixels at loss and at feature resolution, or None for all."""
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """CA-Cls loss and, in training, the (column, slot mean) of each image-level pair for the caller to
+        enqueue. `real`: the image's own pixels at loss and at feature resolution, or None for all."""
         config = self.config
         real_loss, real_features = (None, None) if real is None else real
         pair_image, pair_column, pair_rank = image_label_pairs(targets)
@@ -449,6 +450,8 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             valid=usable[pair_column],
             pixel_mask=real_loss,
         )
+        if not self.training:
+            return loss, None  # evaluation scores with the bank but never writes to it
         # Enqueued by the caller after scoring, so attention mines other images' features, never this one's.
         slot_means = topk_slot_features(
             features, scores, pair_image, pair_column, config.memory_bank_topk, real_features

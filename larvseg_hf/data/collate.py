@@ -94,8 +94,8 @@ def make_sample(
         pixel_mask = torch.ones(tuple(pixel_values.shape[-2:]), dtype=torch.bool)
         label_ids: list[int] = []
     else:
-        height, width = _image_size(example["image"])
-        pixel_values, extent = transform(example["image"], np.zeros((height, width), dtype=np.int64), rng)
+        stand_in = np.zeros(np.shape(example["image"])[:2], dtype=np.int64)  # arrays and PIL images alike
+        pixel_values, extent = transform(example["image"], stand_in, rng)
         pixel_mask = torch.as_tensor(extent) != ignore_index
         labels = torch.full(tuple(pixel_values.shape[-2:]), ignore_index, dtype=torch.int64)
         label_ids = list(example["label_ids"] or [])
@@ -107,15 +107,6 @@ def make_sample(
         "kind": kind,
         **extra,
     }
-
-
-def _image_size(image: Any) -> tuple[int, int]:
-    """(H, W) of a PIL image or an H x W (x C) array."""
-    if hasattr(image, "size") and not isinstance(image, np.ndarray):
-        width, height = image.size
-        return int(height), int(width)
-    shape = np.shape(image)
-    return int(shape[0]), int(shape[1])
 
 
 class LarvSegDataset(torch.utils.data.Dataset):
