@@ -2,14 +2,14 @@
 
 The scripts run in subprocesses, as a user runs them, except where a test must reach inside (the `--config`
 parser, and `push_to_hub` up to the network call). Runs that need hooks (stop after a checkpoint, count memory
-bank writes per process) go through WRAPPER, which imports the real script and calls its `main()`.
+bank writes per process) go through WRAPPER, which imports `larvseg_hf.cli.train` (what scripts/train.py runs)
+and calls its `main()`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -41,14 +41,14 @@ KILLED = 75  # exit code of a run the wrapper interrupts
 #   LARVSEG_TEST_KILL_AT=k      os._exit(75) right after checkpoint-k is written (an interrupted job).
 WRAPPER = textwrap.dedent(
     """
-    import importlib.util, json, os, sys
+    import json, os, sys
     from pathlib import Path
 
     from transformers import TrainerCallback
 
     import larvseg_hf.memory_bank_larvseg as memory_bank
 
-    train_py, argv = sys.argv[1], sys.argv[2:]
+    argv = sys.argv[1:]
     record_prefix = os.environ.get("LARVSEG_TEST_RECORD")
     kill_at = int(os.environ.get("LARVSEG_TEST_KILL_AT", "0"))
     record = {"steps_run": 0, "first_step": None, "enqueued_ids": []}
@@ -91,9 +91,7 @@ WRAPPER = textwrap.dedent(
                 os._exit(75)
 
 
-    spec = importlib.util.spec_from_file_location("larvseg_train_script", train_py)
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    import larvseg_hf.cli.train as train
 
 
     class HookedTrainer(train.LarvSegTrainer):
@@ -240,10 +238,9 @@ def read_records(prefix: Path) -> list[dict]:
 
 
 def load_train_script():
-    spec = importlib.util.spec_from_file_location("larvseg_train_script_under_test", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import larvseg_hf.cli.train
+
+    return larvseg_hf.cli.train
 
 
 @pytest.fixture(scope="module")
@@ -385,7 +382,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_data, hf_env, 
         if kill_at:
             env["LARVSEG_TEST_KILL_AT"] = str(kill_at)
         return start(
-            [PYTHON, wrapper, TRAIN, *tiny_args(tiny_data, out, steps=6, eval_set=False), *extra], env
+            [PYTHON, wrapper, *tiny_args(tiny_data, out, steps=6, eval_set=False), *extra], env
         )
 
     a, b = tmp_path / "A", tmp_path / "B"
@@ -447,7 +444,7 @@ def test_two_processes_gather_into_one_bank(tiny_data, hf_env, tmp_path):
     env = dict(hf_env, LARVSEG_TEST_RECORD=str(record), OMP_NUM_THREADS="1")
     launch = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
     launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
-    proc = check_ok(run([*launch, wrapper, TRAIN, *tiny_args(tiny_data, out, steps=4)], env))
+    proc = check_ok(run([*launch, wrapper, *tiny_args(tiny_data, out, steps=4)], env))
     assert "Memory banks differ" not in proc.stderr
     assert "parallel_mode != ParallelMode.DISTRIBUTED" not in proc.stderr  # not two independent single runs
 

@@ -1,4 +1,4 @@
-"""Render the model card that save/push writes next to the weights, from model_cards/."""
+"""Render the model card that save/push writes next to the weights (template: model_cards/larvseg_model_card.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "model_cards" / "larvseg_model_card.md"
+# model_cards/larvseg_model_card.md, linked into the package so that wheels ship it.
+DEFAULT_TEMPLATE = Path(__file__).resolve().parent / "model_card_template.md"
 TWEMOJI_CREDIT = (
     "Training graphics: Twemoji by Twitter, Inc. and other contributors, licensed CC-BY 4.0 "
     "(https://creativecommons.org/licenses/by/4.0/); background photographs from scikit-image and scikit-learn."

@@ -1,0 +1,119 @@
+"""`larvseg-evaluate`: mIoU overall / base / novel, pixel accuracy, per-class IoU (CSV + plot).
+
+    larvseg-evaluate --model outputs/larvseg-emoji                 # its training eval set
+    larvseg-evaluate --model org/name --dataset scene_parse_150:validation --sliding_window 512
+
+Base / novel come from the model's config (`base_label_ids`). Histograms are streamed per class,
+so memory is O(vocabulary), never vocabulary x vocabulary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+
+import larvseg_hf  # noqa: F401  (registers the Auto classes)
+from larvseg_hf.data.loading import build_union_vocabulary, load_segmentation_dataset
+from larvseg_hf.evaluation import evaluate_segmentation
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True, help="LarvSeg model folder or Hub id.")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="Segmentation dataset NAME_OR_PATH[:SPLIT]; default: the model's training eval set.",
+    )
+    parser.add_argument(
+        "--synonyms", default=None, help="JSON/YAML {alias: canonical} for the dataset's names."
+    )
+    parser.add_argument(
+        "--output_dir", default=None, help="Where to write metrics; default: <model>/evaluation."
+    )
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--max_samples", type=int, default=None)
+    parser.add_argument(
+        "--coseg", action="store_true", help="Attentive (coseg) inference from the memory bank."
+    )
+    parser.add_argument(
+        "--sliding_window", type=int, default=None, help="Window side for sliding-window inference."
+    )
+    parser.add_argument("--sliding_stride", type=int, default=None)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser.parse_args(argv)
+
+
+def _default_dataset(model_path: str) -> tuple[str, bool]:
+    """The eval set recorded at training time, and whether it is labelled in the model's own ids."""
+    info = Path(model_path) / "larvseg_training.json"
+    if info.is_file():
+        data = json.loads(info.read_text())
+        if "root" in data:  # the built-in benchmark
+            return str(Path(data["root"]) / "eval"), True
+        if data.get("eval_spec"):
+            return data["eval_spec"], False
+    raise SystemExit(
+        f"No --dataset given and {model_path} does not name its evaluation data; pass --dataset."
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    args = parse_args(argv)
+    model = AutoModelForSemanticSegmentation.from_pretrained(args.model).to(args.device).eval()
+    processor = AutoImageProcessor.from_pretrained(args.model)
+    config = model.config
+    names = [config.id2label[i] for i in range(config.num_labels)]
+    base_ids = list(config.base_label_ids or [])
+    novel_ids = [i for i in range(config.num_labels) if i not in set(base_ids)]
+
+    spec, in_model_ids = (args.dataset, False) if args.dataset else _default_dataset(args.model)
+    path, split = spec.rsplit(":", 1) if ":" in spec and not Path(spec).exists() else (spec, "train")
+    source = load_segmentation_dataset(
+        path, split, class_names=names if in_model_ids else None, dataset_name=spec
+    )
+    mapping = build_union_vocabulary(
+        [source], args.synonyms, target_vocabulary=names, ignore_index=config.ignore_index
+    )
+    total = len(source) if args.max_samples is None else min(args.max_samples, len(source))
+
+    def rows():
+        for index in range(total):
+            example = mapping.map_example(source.name, source.get_example(index))
+            yield {"image": example["image"], "label": example["mask"]}
+
+    fixed_size = "height" in processor.size
+    results, metrics = evaluate_segmentation(
+        model,
+        processor,
+        rows(),
+        num_classes=config.num_labels,
+        base_ids=base_ids,
+        novel_ids=novel_ids,
+        ignore_index=config.ignore_index,
+        batch_size=args.batch_size if fixed_size else 1,
+        coseg=args.coseg,
+        sliding_window=args.sliding_window,
+        sliding_stride=args.sliding_stride,
+        total=total,
+    )
+    output_dir = Path(args.output_dir or Path(args.model) / "evaluation")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(
+        json.dumps({"dataset": spec, "coseg": args.coseg, **results}, indent=2)
+    )
+    metrics.write_csv(output_dir / "per_class_iou.csv", names, base_ids)
+    metrics.plot(output_dir / "per_class_iou.png", names, base_ids)
+    print(json.dumps(results, indent=2))
+    print(f"Per-class IoU: {output_dir / 'per_class_iou.csv'} and {output_dir / 'per_class_iou.png'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
