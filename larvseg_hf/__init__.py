@@ -1,6 +1,7 @@
 """larvseg-hf: LarvSeg large-vocabulary semantic segmentation as a Hugging Face transformers model."""
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation
+from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
 
 from .configuration_larvseg import LarvSegConfig
 from .image_processing_larvseg import LarvSegImageProcessor
@@ -21,6 +22,12 @@ def _register() -> None:
     AutoImageProcessor.register(
         LarvSegConfig, slow_image_processor_class=LarvSegImageProcessor, exist_ok=True
     )
+    # LarvSeg has no video processor. pipeline() still looks for one, and the saved AutoImageProcessor entry
+    # makes it guess a remote "LarvSegVideoProcessor" and ask (15 s, in a terminal) whether to trust remote
+    # code. A local entry of None says there is none, so the lookup fails quietly instead.
+    VIDEO_PROCESSOR_MAPPING.register(
+        LarvSegConfig, None, exist_ok=True
+    )  # AutoVideoProcessor needs torchvision
     # Saved folders carry the code; one auto_map serves AutoModel and AutoModelForSemanticSegmentation.
     LarvSegConfig.register_for_auto_class()
     LarvSegForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+
 from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
@@ -17,6 +21,30 @@ VIT_B16 = {
     "patch_size": 16,
     "image_size": 512,
 }
+
+
+#: Keys a saved config.json must hold (see LarvSegConfig.from_dict).
+REQUIRED_SAVED_KEYS = ("backbone_config", "id2label")
+
+
+class LarvSegConfigFileError(ValueError):
+    """A saved config.json that cannot describe a LarvSeg model; `problem` is the message without the file."""
+
+    def __init__(self, problem: str, where: str = "config.json"):
+        super().__init__(f"LarvSeg {where} {problem}")
+        self.problem = problem
+
+
+@contextlib.contextmanager
+def config_file_errors(pretrained_model_name_or_path) -> Iterator[None]:
+    """Re-raise a config-file problem found while loading with the file's location in the message
+    (from_dict, where it is found, is not told the path)."""
+    try:
+        yield
+    except LarvSegConfigFileError as err:
+        path = str(pretrained_model_name_or_path)
+        where = os.path.join(path, "config.json") if os.path.isdir(path) else f"config.json of {path}"
+        raise LarvSegConfigFileError(err.problem, where) from None
 
 
 class LarvSegConfig(PretrainedConfig):
@@ -125,6 +153,23 @@ class LarvSegConfig(PretrainedConfig):
             self.label2id = {name: int(i) for i, name in self.id2label.items()}
         self._validate_larvseg()
 
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """A saved LarvSeg config must say its backbone and vocabulary: the defaults (a ViT-B/16 and no
+        classes) would load silently and then fail as a long report of mismatched weight shapes."""
+        missing = [key for key in REQUIRED_SAVED_KEYS if key not in config_dict and key not in kwargs]
+        if missing:
+            raise LarvSegConfigFileError(
+                f"has no {' and no '.join(repr(k) for k in missing)}: it cannot describe a trained model "
+                "(save_pretrained writes both)."
+            )
+        return super().from_dict(config_dict, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        with config_file_errors(pretrained_model_name_or_path):
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
     def _validate_larvseg(self) -> None:
         if self.memory_bank_dtype not in ("float16", "bfloat16", "float32"):
             raise ValueError(
@@ -142,4 +187,4 @@ class LarvSegConfig(PretrainedConfig):
         return getattr(self.backbone_config, "model_type", None) == "vit"
 
 
-__all__ = ["LarvSegConfig"]
+__all__ = ["LarvSegConfig", "LarvSegConfigFileError"]

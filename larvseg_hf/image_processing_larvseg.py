@@ -83,17 +83,56 @@ def resize_labels_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarr
     return labels[rows[:, None], cols[None, :]]
 
 
+#: Settings `preprocess` takes per call, as SegFormer's image processor does; anything else is rejected.
+CALL_SETTINGS = (
+    "do_resize",
+    "size",
+    "size_divisor",
+    "do_rescale",
+    "rescale_factor",
+    "do_normalize",
+    "image_mean",
+    "image_std",
+)
+
+
+def _size_dict(size: int | dict[str, int]) -> dict[str, int]:
+    """`size` as SegFormer takes it: an int (square), {"height", "width"} or {"shortest_edge"}."""
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        return {"height": size, "width": size}
+    if isinstance(size, dict):
+        keys = set(size)
+        if keys in ({"height", "width"}, {"shortest_edge"}) and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size.values()
+        ):
+            return {k: int(v) for k, v in size.items()}
+    raise ValueError(
+        f'size must be an int, {{"height": H, "width": W}} or {{"shortest_edge": S}} with positive ints, got {size!r}.'
+    )
+
+
+def _channel_values(name: str, value: float | Sequence[float]) -> list[float]:
+    values = [float(value)] * 3 if isinstance(value, int | float) else [float(v) for v in value]
+    if len(values) != 3:
+        raise ValueError(f"{name} needs one value or three (R, G, B), got {value!r}.")
+    if name == "image_std" and any(v <= 0 for v in values):
+        raise ValueError(f"image_std must be positive, got {value!r}.")
+    return values
+
+
 class LarvSegImageProcessor(BaseImageProcessor):
     r"""
     Prepares images (and optional label maps) for [`LarvSegForSemanticSegmentation`].
 
     Args:
         do_resize (`bool`, defaults to `True`): resize to `size`.
-        size (`dict`, defaults to `{"height": 512, "width": 512}`): either `height`/`width`, or `shortest_edge`
-            (aspect kept; both sides then rounded to a multiple of `size_divisor`).
+        size (`int` or `dict`, defaults to `{"height": 512, "width": 512}`): either `height`/`width`, or
+            `shortest_edge` (aspect kept; both sides then rounded to a multiple of `size_divisor`).
         size_divisor (`int`, defaults to 16): output sides are multiples of this (the backbone's stride).
         do_rescale (`bool`), rescale_factor (`float`), do_normalize (`bool`), image_mean, image_std: as usual.
         ignore_index (`int`, defaults to -100): value of unlabeled pixels in returned `labels`.
+
+    Every setting but `ignore_index` can also be given to `preprocess` / `__call__` for one call.
     """
 
     model_input_names = ["pixel_values"]
@@ -101,7 +140,7 @@ class LarvSegImageProcessor(BaseImageProcessor):
     def __init__(
         self,
         do_resize: bool = True,
-        size: dict[str, int] | None = None,
+        size: int | dict[str, int] | None = None,
         size_divisor: int = 16,
         do_rescale: bool = True,
         rescale_factor: float = 1 / 255,
@@ -113,24 +152,49 @@ class LarvSegImageProcessor(BaseImageProcessor):
     ):
         super().__init__(**kwargs)
         self.do_resize = do_resize
-        self.size = dict(size) if size is not None else {"height": 512, "width": 512}
+        self.size = _size_dict(size) if size is not None else {"height": 512, "width": 512}
         self.size_divisor = size_divisor
         self.do_rescale = do_rescale
         self.rescale_factor = rescale_factor
         self.do_normalize = do_normalize
-        self.image_mean = list(image_mean if image_mean is not None else IMAGENET_DEFAULT_MEAN)
-        self.image_std = list(image_std if image_std is not None else IMAGENET_DEFAULT_STD)
+        self.image_mean = _channel_values(
+            "image_mean", IMAGENET_DEFAULT_MEAN if image_mean is None else image_mean
+        )
+        self.image_std = _channel_values(
+            "image_std", IMAGENET_DEFAULT_STD if image_std is None else image_std
+        )
         self.ignore_index = ignore_index
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
-        divisor = max(self.size_divisor, 1)
-        if not self.do_resize:
+        return self._output_size(height, width, self._settings({}))
+
+    def _settings(self, overrides: dict) -> dict:
+        """This processor's settings with one call's overrides, checked (None means "as configured")."""
+        unknown = sorted(set(overrides) - set(CALL_SETTINGS))
+        if unknown:
+            raise TypeError(
+                f"LarvSegImageProcessor got unknown argument(s) {unknown}; it accepts images, segmentation_maps, "
+                f"return_tensors and {', '.join(CALL_SETTINGS)}."
+            )
+        settings = {name: getattr(self, name) for name in CALL_SETTINGS}
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        settings["size"] = _size_dict(settings["size"])
+        settings["image_mean"] = _channel_values("image_mean", settings["image_mean"])
+        settings["image_std"] = _channel_values("image_std", settings["image_std"])
+        if int(settings["size_divisor"]) < 1:
+            raise ValueError(f"size_divisor must be >= 1, got {settings['size_divisor']!r}.")
+        return settings
+
+    @staticmethod
+    def _output_size(height: int, width: int, settings: dict) -> tuple[int, int]:
+        if not settings["do_resize"]:
             return height, width
-        if "shortest_edge" in self.size:
-            scale = self.size["shortest_edge"] / min(height, width)
+        divisor, size = int(settings["size_divisor"]), settings["size"]
+        if "shortest_edge" in size:
+            scale = size["shortest_edge"] / min(height, width)
             height, width = height * scale, width * scale
         else:
-            height, width = self.size["height"], self.size["width"]
+            height, width = size["height"], size["width"]
         return max(divisor, round(height / divisor) * divisor), max(divisor, round(width / divisor) * divisor)
 
     def __call__(self, images, segmentation_maps=None, **kwargs) -> BatchFeature:
@@ -139,19 +203,24 @@ class LarvSegImageProcessor(BaseImageProcessor):
     def preprocess(
         self, images, segmentation_maps=None, return_tensors: str | None = "pt", **kwargs
     ) -> BatchFeature:
-        """Images -> `pixel_values` (B, 3, H, W); label maps -> `labels` (B, H, W) int64, resized exactly."""
+        """Images -> `pixel_values` (B, 3, H, W); label maps -> `labels` (B, H, W) int64, resized exactly.
+
+        Keyword arguments override this processor's settings for this call (see `CALL_SETTINGS`)."""
+        settings = self._settings(kwargs)
         single = not isinstance(images, list | tuple)
         images = [images] if single else list(images)
         if not images:
             raise ValueError("No images given.")
         arrays = [to_rgb_array(image, i) for i, image in enumerate(images)]
-        sizes = [self.output_size(*a.shape[:2]) for a in arrays]
+        sizes = [self._output_size(*a.shape[:2], settings) for a in arrays]
         if len(set(sizes)) > 1:
             raise ValueError(
                 f"Images resize to different sizes {sorted(set(sizes))}; process them one at a time or use a fixed "
                 "height/width size."
             )
-        pixel_values = torch.stack([self._image_tensor(a, s) for a, s in zip(arrays, sizes, strict=True)])
+        pixel_values = torch.stack(
+            [self._image_tensor(a, s, settings) for a, s in zip(arrays, sizes, strict=True)]
+        )
         data = {"pixel_values": pixel_values}
         if segmentation_maps is not None:
             maps = [segmentation_maps] if single else list(segmentation_maps)
@@ -168,17 +237,18 @@ class LarvSegImageProcessor(BaseImageProcessor):
             data["labels"] = torch.stack(labels)
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def _image_tensor(self, array: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    @staticmethod
+    def _image_tensor(array: np.ndarray, size: tuple[int, int], settings: dict) -> torch.Tensor:
         tensor = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1).float()
         if tuple(tensor.shape[-2:]) != size:
             tensor = F.interpolate(tensor[None], size, mode="bilinear", align_corners=False, antialias=True)[
                 0
             ]
-        if self.do_rescale:
-            tensor = tensor * self.rescale_factor
-        if self.do_normalize:
-            mean = torch.tensor(self.image_mean)[:, None, None]
-            std = torch.tensor(self.image_std)[:, None, None]
+        if settings["do_rescale"]:
+            tensor = tensor * settings["rescale_factor"]
+        if settings["do_normalize"]:
+            mean = torch.tensor(settings["image_mean"])[:, None, None]
+            std = torch.tensor(settings["image_std"])[:, None, None]
             tensor = (tensor - mean) / std
         return tensor
 
@@ -187,7 +257,8 @@ class LarvSegImageProcessor(BaseImageProcessor):
     ) -> list[torch.Tensor]:
         """Label maps (H, W) of vocabulary ids, as for SegFormer. Upsampling + argmax runs only on the
         classes that can win (see `upsampled_argmax`), so a 21K vocabulary never builds 21K x H x W logits."""
-        logits = outputs.logits
+        # Post-processing is inference: outputs of a forward run with gradients enabled work as well.
+        logits = outputs.logits.detach()
         class_ids = getattr(outputs, "class_ids", None)
         if target_sizes is not None and len(target_sizes) != len(logits):
             raise ValueError(

@@ -4,7 +4,7 @@ image-level-supervised categories, with the category-wise attentive classifier (
 
 from __future__ import annotations
 
-import difflib
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +12,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import transformers
+from huggingface_hub import try_to_load_from_cache
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import AutoBackbone, AutoConfig, PreTrainedModel, ViTModel
 from transformers import initialization as init
 from transformers.modeling_outputs import SemanticSegmenterOutput
-from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_BACKBONE_MAPPING_NAMES,
+    MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES,
+)
+from transformers.utils import SAFE_WEIGHTS_NAME
 
-from .configuration_larvseg import LarvSegConfig
+from .configuration_larvseg import LarvSegConfig, config_file_errors
 from .losses_larvseg import (
     attentive_image_level_loss,
     attentive_scores,
@@ -31,6 +37,7 @@ from .losses_larvseg import (
     topk_slot_features,
 )
 from .memory_bank_larvseg import LarvSegMemoryBank
+from .vocabulary import NameIndex
 
 
 @dataclass
@@ -92,6 +99,20 @@ class LarvSegPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = False
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """As `PreTrainedModel.from_pretrained`; a broken config.json or weights file is named in the error."""
+        with config_file_errors(pretrained_model_name_or_path):
+            try:
+                return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            except SafetensorError as err:
+                files = _unreadable_weight_files(pretrained_model_name_or_path)
+                raise OSError(
+                    f"The weights of {pretrained_model_name_or_path} are corrupt or truncated: "
+                    f"{', '.join(files) or 'model.safetensors'} cannot be read ({err}). Download or save the model "
+                    "again."
+                ) from err
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # register_for_auto_class records one auto class; AutoModel must resolve the same class too.
@@ -163,19 +184,36 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         return [self.config.id2label[i] for i in range(self.config.num_labels)]
 
     def resolve_class_ids(self, classes: Sequence[int | str] | torch.Tensor) -> torch.LongTensor:
-        """Vocabulary ids from ids or names; an unknown name raises KeyError with the closest names."""
+        """Vocabulary ids from a list of ids or names (names matched as training merges them, see
+        `NameIndex`). One string, floats, duplicates, unknown or ambiguous names are errors, never guessed."""
+        if isinstance(classes, str):
+            raise TypeError(
+                f"class_ids must be a list of class names or ids, not one string ({classes!r} would be read "
+                f"letter by letter); pass [{classes!r}]."
+            )
         if isinstance(classes, torch.Tensor):
+            if classes.dtype.is_floating_point or classes.dtype.is_complex or classes.dtype == torch.bool:
+                raise TypeError(f"class_ids must hold integer ids, got a tensor of dtype {classes.dtype}.")
             ids = classes.to(dtype=torch.long, device=self.class_embeddings.device).flatten()
         else:
-            classes = list(classes)
+            try:
+                items = list(classes)
+            except TypeError:
+                raise TypeError(
+                    f"class_ids must be a list of class names or ids, got {type(classes).__name__}: {classes!r}"
+                ) from None
+            index = self._name_index()
             ids_list = []
-            for item in classes:
+            for item in items:  # the user's request, a handful of entries; not a training-step loop
                 if isinstance(item, str):
-                    if item not in self.config.label2id:
-                        raise KeyError(_unknown_name_message(item, self.config.label2id))
-                    ids_list.append(int(self.config.label2id[item]))
-                else:
+                    ids_list.append(index.index(item))
+                elif isinstance(item, numbers.Integral) and not isinstance(item, bool):
                     ids_list.append(int(item))
+                else:
+                    raise TypeError(
+                        f"class_ids entries must be class names (str) or integer ids, got {type(item).__name__}: "
+                        f"{item!r}."
+                    )
             ids = torch.tensor(ids_list, dtype=torch.long, device=self.class_embeddings.device)
         if ids.numel() == 0:
             raise ValueError("class_ids is empty: restrict inference to at least one class.")
@@ -184,7 +222,21 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             raise ValueError(
                 f"class ids {bad.unique().tolist()[:10]} are outside the vocabulary [0, {self.config.num_labels})."
             )
+        unique, counts = ids.unique(return_counts=True)
+        if (counts > 1).any():
+            repeated = [f"{self.config.id2label[int(i)]!r} (id {int(i)})" for i in unique[counts > 1][:10]]
+            raise ValueError(f"class_ids repeats {', '.join(repeated)}; give each class once.")
         return ids
+
+    def _name_index(self) -> NameIndex:
+        """The vocabulary's name lookup, rebuilt when config.id2label is replaced."""
+        id2label = self.config.id2label
+        cached = getattr(self, "_name_index_cache", None)
+        if cached is None or cached[0] is not id2label:
+            names = [id2label[i] for i in range(self.config.num_labels)]
+            cached = (id2label, NameIndex(names, what="model's vocabulary"))
+            self._name_index_cache = cached
+        return cached[1]
 
     # ----------------------------------------------------------------------------------------- features
 
@@ -228,6 +280,20 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         return self._class_vector_cache[1]
 
     def _check_inputs(self, pixel_values, labels, image_labels, pixel_mask=None) -> None:
+        if not isinstance(pixel_values, torch.Tensor):
+            raise TypeError(
+                f"pixel_values must be a torch.Tensor, got {type(pixel_values).__module__}.{type(pixel_values).__name__}; "
+                "prepare images with LarvSegImageProcessor (return_tensors='pt'), or torch.from_numpy(...)."
+            )
+        if pixel_values.dtype != self.dtype:
+            hint = (
+                "normalised float pixels come from LarvSegImageProcessor"
+                if not pixel_values.dtype.is_floating_point
+                else f"cast with pixel_values.to({self.dtype})"
+            )
+            raise TypeError(
+                f"pixel_values has dtype {pixel_values.dtype} but the model's weights are {self.dtype}; {hint}."
+            )
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
             raise ValueError(
                 f"pixel_values must be (batch, 3, height, width), got shape {tuple(pixel_values.shape)}; "
@@ -544,6 +610,24 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         return model
 
 
+def _unreadable_weight_files(pretrained_model_name_or_path) -> list[str]:
+    """Paths of the safetensors files of a local folder (or of the Hub cache) that safetensors cannot open."""
+    path = Path(str(pretrained_model_name_or_path))
+    if path.is_dir():
+        candidates = sorted(path.glob("*.safetensors"))
+    else:
+        cached = try_to_load_from_cache(str(pretrained_model_name_or_path), SAFE_WEIGHTS_NAME)
+        candidates = [Path(cached)] if isinstance(cached, str) else []
+    unreadable = []
+    for candidate in candidates:
+        try:
+            with safe_open(candidate, framework="pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError):
+            unreadable.append(str(candidate))
+    return unreadable
+
+
 def _base_mask(config: LarvSegConfig, device: torch.device | str | None = None) -> torch.Tensor:
     """(num_labels,) bool: True for the classes with mask supervision (config.base_label_ids)."""
     base = torch.zeros(config.num_labels, dtype=torch.bool, device=device)
@@ -552,12 +636,12 @@ def _base_mask(config: LarvSegConfig, device: torch.device | str | None = None) 
     return base
 
 
-def _unknown_name_message(name: str, label2id: dict[str, int]) -> str:
-    close = difflib.get_close_matches(name, list(label2id), n=5, cutoff=0.5)
-    hint = f" Closest known names: {close}." if close else ""
-    return (
-        f"Unknown class name {name!r}: it is not in the model's vocabulary of {len(label2id)} classes.{hint}"
-    )
-
+# pipeline("image-segmentation") checks the model's class name against transformers' static table of names,
+# which Auto*.register() and trust_remote_code do not extend; without this entry it logs that the model is
+# "not supported" although it runs it correctly. The key is not a transformers config type, so the Auto
+# mappings, which iterate the config table, are unaffected.
+MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES.setdefault(
+    LarvSegConfig.model_type, "LarvSegForSemanticSegmentation"
+)
 
 __all__ = ["LarvSegForSemanticSegmentation", "LarvSegPreTrainedModel", "LarvSegSemanticSegmenterOutput"]

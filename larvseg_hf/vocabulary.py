@@ -51,6 +51,55 @@ def closest_names(name: str, vocabulary: Iterable[str], n: int = 5) -> list[str]
     return [by_norm[m] for m in matches]
 
 
+class NameIndex:
+    """Name -> id lookup that matches names the way training merges them (:func:`normalize_name`).
+
+    A name spelled as stored wins; otherwise its normalised spelling must match exactly one entry
+    ("High-heeled shoe" finds "high heeled shoe"). A normalised spelling shared by several entries
+    is ambiguous and raises, listing them, rather than picking one.
+    """
+
+    def __init__(self, names: Sequence[str], what: str = "vocabulary") -> None:
+        self.names = [str(n) for n in names]
+        self.what = what
+        self._exact: dict[str, int] = {}
+        self._normal: dict[str, list[int]] = {}
+        for i, name in enumerate(self.names):
+            self._exact.setdefault(name, i)
+            self._normal.setdefault(normalize_name(name), []).append(i)
+
+    def candidates(self, name: str) -> list[int]:
+        """Ids that `name` can mean: its exact entry, else every entry with its normalised spelling."""
+        if name in self._exact:
+            return [self._exact[name]]
+        return list(self._normal.get(normalize_name(name), ()))
+
+    def index(self, name: str) -> int:
+        """Id of `name`; KeyError naming the closest names when absent, or the candidates when ambiguous."""
+        if not isinstance(name, str):
+            raise TypeError(f"class names must be strings, got {type(name).__name__}: {name!r}")
+        found = self.candidates(name)
+        if len(found) == 1:
+            return found[0]
+        if found:
+            listed = ", ".join(f"{self.names[i]!r} (id {i})" for i in found)
+            raise KeyError(
+                f"class name {name!r} is ambiguous in the {self.what} of {len(self)} classes: it matches {listed} after "
+                "normalisation (case, '-', '_' and spaces); use the exact name or the id."
+            )
+        close = closest_names(name, self.names)
+        hint = f" Closest names: {close}." if close else ""
+        raise KeyError(
+            f"unknown class name {name!r}: it is not in the {self.what} of {len(self)} classes.{hint}"
+        )
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and bool(self.candidates(name))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
 def load_synonyms(path_or_dict: str | os.PathLike | Mapping[str, Any] | None) -> dict[str, str]:
     """Read a synonym map into ``{normalised alias: normalised canonical}``.
 
@@ -233,4 +282,4 @@ class UnionVocabulary:
         )
 
 
-__all__ = ["UNMAPPED", "UnionVocabulary", "closest_names", "load_synonyms", "normalize_name"]
+__all__ = ["UNMAPPED", "NameIndex", "UnionVocabulary", "closest_names", "load_synonyms", "normalize_name"]

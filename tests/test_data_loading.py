@@ -194,7 +194,7 @@ def test_class_id_outside_classes_and_unknown_name(tmp_path):
     path = write_image_folder(tmp_path / "cls", [["cat"], ["dog", "catt"]])
     src = cls(path, tmp_path, class_names=["cat", "dog", "cow"])
     with pytest.raises(
-        UnknownLabelError, match=r"unknown label name 'catt'.*row 1.*closest class names: \['cat'"
+        UnknownLabelError, match=r"unknown class name 'catt'.*Closest names: \['cat'.*row 1"
     ):
         src.get_example(1)
 

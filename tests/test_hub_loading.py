@@ -4,6 +4,7 @@ and corrupt checkpoints."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -344,14 +345,51 @@ def test_from_backbone_out_features_and_vocabulary_checks(tmp_path):
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.001])
-def test_truncated_checkpoint_raises_a_clear_error(tmp_path, keep):
+@pytest.mark.parametrize("loader", [AutoModel.from_pretrained, LarvSegForSemanticSegmentation.from_pretrained])
+def test_truncated_checkpoint_names_the_file(tmp_path, keep, loader):
     model = make_model("vit", names=NAMES)
     model.save_pretrained(tmp_path)
     weights = tmp_path / "model.safetensors"
     data = weights.read_bytes()
     weights.write_bytes(data[: max(int(len(data) * keep), 4)])
-    with pytest.raises(SafetensorError, match=r"(?i)error while deserializing header"):
-        AutoModel.from_pretrained(tmp_path)
+    with pytest.raises(OSError, match="corrupt or truncated") as caught:
+        loader(tmp_path)
+    assert str(weights) in str(caught.value)
+    assert isinstance(caught.value.__cause__, SafetensorError)
+
+
+@pytest.mark.parametrize("key", ["backbone_config", "id2label"])
+def test_config_without_backbone_or_vocabulary_is_an_error_naming_the_file(tmp_path, key):
+    make_model("vit", names=NAMES).save_pretrained(tmp_path)
+    config_file = tmp_path / "config.json"
+    saved = json.loads(config_file.read_text())
+    del saved[key]
+    if key == "id2label":
+        saved.pop("label2id", None)
+    config_file.write_text(json.dumps(saved))
+    # Installed route: AutoConfig hands from_dict no path, so the message names config.json and the problem.
+    for loader in (AutoModel.from_pretrained, AutoConfig.from_pretrained):
+        with pytest.raises(ValueError, match=rf"config.json has no '{key}'"):
+            loader(tmp_path)
+    # Direct classes (and the remote-code route, which goes through them) name the whole path.
+    for loader in (LarvSegForSemanticSegmentation.from_pretrained, LarvSegConfig.from_pretrained):
+        with pytest.raises(ValueError, match=rf"has no '{key}'") as caught:
+            loader(tmp_path)
+        assert str(config_file) in str(caught.value)
+
+
+def test_invalid_json_names_the_file(tmp_path):
+    make_model("vit", names=NAMES).save_pretrained(tmp_path)
+    LarvSegImageProcessor(size={"height": 32, "width": 32}, size_divisor=8).save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "larvseg", ')
+    for loader in (AutoModel.from_pretrained, LarvSegForSemanticSegmentation.from_pretrained):
+        with pytest.raises(OSError, match="not a valid JSON file") as caught:
+            loader(tmp_path)
+        assert str(tmp_path / "config.json") in str(caught.value)
+    (tmp_path / "preprocessor_config.json").write_text("{oops")
+    with pytest.raises(OSError, match="not a valid JSON file") as caught:
+        LarvSegImageProcessor.from_pretrained(tmp_path)
+    assert str(tmp_path / "preprocessor_config.json") in str(caught.value)
 
 
 def test_missing_weights_file_raises(tmp_path):
@@ -359,3 +397,52 @@ def test_missing_weights_file_raises(tmp_path):
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(OSError, match=r"(?i)model\.safetensors|pytorch_model\.bin|no file named"):
         AutoModel.from_pretrained(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------- pipeline
+
+PIPELINE_CHILD = textwrap.dedent(
+    """
+    import builtins, sys
+    if sys.argv[2] == "remote":
+        sys.modules["larvseg_hf"] = None  # only the saved code may run
+    else:
+        import larvseg_hf  # noqa: F401  (the installed-package route)
+
+
+    def no_prompt(*args, **kwargs):
+        raise SystemExit("transformers asked whether to trust remote code")
+
+
+    builtins.input = no_prompt
+    import numpy as np
+    from PIL import Image
+    from transformers import pipeline
+
+    kwargs = {"trust_remote_code": True} if sys.argv[2] == "remote" else {}
+    segmenter = pipeline("image-segmentation", model=sys.argv[1], **kwargs)
+    segments = segmenter(Image.fromarray(np.load(sys.argv[1] + "/image.npy")))
+    coverage = sum(np.asarray(s["mask"]) > 0 for s in segments)
+    print("SEGMENTS", sorted(s["label"] for s in segments), int(coverage.min()), int(coverage.max()))
+    """
+)
+
+
+@pytest.mark.parametrize("route", ["installed", "remote"])
+def test_pipeline_runs_without_a_prompt_or_a_not_supported_error(saved, hf_offline_env, tmp_path, route):
+    folder, _, _ = saved
+    script = tmp_path / "pipeline_child.py"
+    script.write_text(PIPELINE_CHILD)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(folder), route],
+        env=hf_offline_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "not supported" not in proc.stderr, proc.stderr
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("SEGMENTS"))
+    labels, low, high = line.split(" ", 1)[1].rsplit(" ", 2)
+    assert set(ast.literal_eval(labels)) <= set(NAMES)
+    assert (int(low), int(high)) == (1, 1)  # the segments tile the image: every pixel in exactly one

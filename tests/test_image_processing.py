@@ -429,3 +429,60 @@ def test_sliding_window_rejects_sides_not_multiple_of_the_stride(size, window, s
     model = make_model("vit", 3)
     with pytest.raises(ValueError, match=message):
         sliding_window_logits(model, torch.randn(1, 3, *size), window, stride)
+
+
+# ------------------------------------------------------------------------------------------- call-time settings
+
+
+def _photo(height: int = 40, width: int = 56) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(3).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"do_rescale": False, "do_normalize": False},
+        {"do_normalize": False},
+        {"image_mean": [0.1, 0.2, 0.3], "image_std": [0.5, 0.25, 2.0]},
+        {"image_mean": 0.5, "image_std": 0.5},
+        {"do_rescale": False, "image_mean": [100.0, 110.0, 120.0], "image_std": [50.0, 60.0, 70.0]},
+    ],
+)
+def test_call_time_settings_match_segformer(kwargs):
+    """Without resizing, rescale and normalise are the same arithmetic as SegFormer's processor, so it is
+    an independent reference for how the call-time settings are honoured."""
+    from transformers import SegformerImageProcessor
+
+    image = _photo()
+    ours = LarvSegImageProcessor(do_resize=False)(image, **kwargs)["pixel_values"]
+    reference = SegformerImageProcessor(do_resize=False)(image, return_tensors="pt", **kwargs)["pixel_values"]
+    torch.testing.assert_close(ours, reference.float(), rtol=1e-5, atol=1e-4)
+
+
+def test_call_time_size_and_do_resize_override_the_configured_ones():
+    processor = LarvSegImageProcessor(size={"height": 32, "width": 32}, size_divisor=8)
+    image = _photo(40, 56)
+    assert processor(image)["pixel_values"].shape[-2:] == (32, 32)
+    assert processor(image, size={"height": 16, "width": 24})["pixel_values"].shape[-2:] == (16, 24)
+    assert processor(image, size=48)["pixel_values"].shape[-2:] == (48, 48)
+    assert processor(image, size={"shortest_edge": 16})["pixel_values"].shape[-2:] == (16, 24)
+    assert processor(image, do_resize=False)["pixel_values"].shape[-2:] == (40, 56)
+    assert processor(image, size={"height": 30, "width": 30}, size_divisor=10)["pixel_values"].shape[-2:] == (30, 30)
+    # A call never changes the processor.
+    assert processor.size == {"height": 32, "width": 32} and processor.do_resize and processor.size_divisor == 8
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"resample": 2}, TypeError, r"unknown argument\(s\) \['resample'\]"),
+        ({"do_reduce_labels": True, "foo": 1}, TypeError, r"\['do_reduce_labels', 'foo'\]"),
+        ({"size": {"h": 3}}, ValueError, r"size must be an int"),
+        ({"size": -4}, ValueError, r"size must be an int"),
+        ({"image_mean": [0.5, 0.5]}, ValueError, r"image_mean needs one value or three"),
+        ({"image_std": [1.0, 0.0, 1.0]}, ValueError, r"image_std must be positive"),
+    ],
+)
+def test_unknown_or_invalid_call_time_settings_are_rejected(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        LarvSegImageProcessor()(_photo(), **kwargs)

@@ -3,9 +3,11 @@ gradient flow of each loss term, memory-bank updates and coseg inference, on tin
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_config, make_model
+from PIL import Image
 
 import larvseg_hf.modeling_larvseg as modeling
 from larvseg_hf import LarvSegForSemanticSegmentation
@@ -110,7 +112,7 @@ def test_class_ids_by_ids_and_names_restrict_columns():
 
 def test_unknown_class_name_lists_closest_names():
     model = make_model("vit", names=NAMES)
-    with pytest.raises(KeyError, match=r"pottedplant.*Closest known names.*potted_plant"):
+    with pytest.raises(KeyError, match=r"pottedplant.*Closest names.*potted_plant"):
         model(torch.randn(1, 3, 32, 32), class_ids=["cat", "pottedplant"])
     with pytest.raises(KeyError, match="zebra"):
         model.resolve_class_ids(["zebra"])
@@ -397,3 +399,77 @@ def test_inference_class_vectors_are_cached_until_weights_change():
     assert model._class_vector_cache[1] is not cached
     torch.testing.assert_close(after, model(pixels).logits.detach())  # cached == freshly computed
     assert not torch.allclose(first, after)
+
+
+# ------------------------------------------------------------------------------------------- class_ids input
+
+
+def test_class_names_match_as_training_normalises_them():
+    names = ["background", "high heeled shoe", "cat face", "t-rex"]
+    model = make_model("vit", names=names)
+    # The dataset and Unicode say "high-heeled shoe"; the vocabulary stores the normalised name.
+    assert model.resolve_class_ids(["High-heeled shoe", "Background", "T_Rex", "cat  face"]).tolist() == [1, 0, 3, 2]
+    assert model.resolve_class_ids(["t-rex"]).tolist() == [3]  # the stored spelling itself
+
+
+def test_ambiguous_normalised_name_lists_the_candidates():
+    model = make_model("vit", names=["Cat", "cat", "dog"])
+    assert model.resolve_class_ids(["Cat", "cat"]).tolist() == [0, 1]  # exact spellings are not ambiguous
+    with pytest.raises(KeyError, match=r"'CAT' is ambiguous.*'Cat' \(id 0\), 'cat' \(id 1\)"):
+        model.resolve_class_ids(["CAT"])
+
+
+@pytest.mark.parametrize(
+    ("class_ids", "error", "message"),
+    [
+        ("cat", TypeError, r"not one string .*pass \['cat'\]"),
+        ([1.0, 2], TypeError, r"class names \(str\) or integer ids, got float: 1.0"),
+        ([np.float32(2)], TypeError, r"got float32"),
+        (torch.tensor([1.0]), TypeError, r"integer ids, got a tensor of dtype torch.float32"),
+        ([True], TypeError, r"got bool"),
+        ([1, 1], ValueError, r"repeats 'cat' \(id 1\)"),
+        (["cat", 1], ValueError, r"repeats 'cat' \(id 1\)"),
+        (torch.tensor([2, 3, 2]), ValueError, r"repeats 'dog' \(id 2\)"),
+        (3, TypeError, r"must be a list of class names or ids, got int"),
+    ],
+)
+def test_bad_class_ids_are_clear_errors(class_ids, error, message):
+    model = make_model("vit", names=NAMES)
+    with pytest.raises(error, match=message):
+        model(torch.randn(1, 3, 32, 32), class_ids=class_ids)
+
+
+def test_numpy_integer_ids_are_ids():
+    model = make_model("vit", names=NAMES)
+    assert model.resolve_class_ids([np.int64(3), 1]).tolist() == [3, 1]
+    assert model.resolve_class_ids(np.array([4, 0])).tolist() == [4, 0]
+
+
+@pytest.mark.parametrize(
+    ("pixel_values", "message"),
+    [
+        (np.zeros((1, 3, 32, 32), dtype=np.float32), r"must be a torch.Tensor, got numpy.ndarray"),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.float64), r"dtype torch.float64 .* torch.float32; cast with"),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), r"dtype torch.uint8 .* LarvSegImageProcessor"),
+    ],
+)
+def test_pixel_values_of_another_type_or_dtype_are_clear_errors(pixel_values, message):
+    model = make_model("vit", names=NAMES)
+    with pytest.raises(TypeError, match=message):
+        model(pixel_values)
+
+
+def test_post_processing_works_on_outputs_computed_with_gradients():
+    from larvseg_hf import LarvSegImageProcessor
+
+    model = make_model("vit", names=NAMES)
+    processor = LarvSegImageProcessor(size={"height": 32, "width": 32}, size_divisor=8)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8))
+    outputs = model(**processor(image))  # as in the README: no torch.no_grad()
+    assert outputs.logits.requires_grad
+    label_map = processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1]])[0]
+    with torch.no_grad():
+        expected = processor.post_process_semantic_segmentation(
+            model(**processor(image)), target_sizes=[image.size[::-1]]
+        )[0]
+    assert label_map.shape == (40, 50) and torch.equal(label_map, expected)

@@ -27,7 +27,7 @@ import numpy as np
 import PIL.Image
 from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset, IterableDatasetDict, Value
 
-from ..vocabulary import UNMAPPED, UnionVocabulary, closest_names, load_synonyms, normalize_name
+from ..vocabulary import UNMAPPED, NameIndex, UnionVocabulary, closest_names, load_synonyms, normalize_name
 
 logger = logging.getLogger(__name__)
 
@@ -263,12 +263,11 @@ class SourceDataset:
     label_format: LabelFormat = "mask"
     reduce_labels: bool = False
     ignore_value: int | None = None
-    _name_to_id: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _names: NameIndex = field(init=False, repr=False)
     _raw: Dataset | IterableDataset | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        for i, n in enumerate(self.class_names):
-            self._name_to_id.setdefault(normalize_name(n), i)
+        self._names = NameIndex(self.class_names, what=f"dataset {self.name!r}")
 
     @property
     def streaming(self) -> bool:
@@ -373,12 +372,10 @@ class SourceDataset:
             if isinstance(item, np.generic):
                 item = item.item()
             if isinstance(item, str):
-                idx = self._name_to_id.get(normalize_name(item))
-                if idx is None:
-                    raise UnknownLabelError(
-                        f"unknown label name {item!r} ({_where(self.name, index)}); "
-                        f"closest class names: {closest_names(item, self.class_names)}"
-                    )
+                try:
+                    idx = self._names.index(item)
+                except KeyError as err:
+                    raise UnknownLabelError(f"{err.args[0]} ({_where(self.name, index)})") from None
             elif isinstance(item, int) and not isinstance(item, bool):
                 idx = item
                 if not 0 <= idx < len(self.class_names):
