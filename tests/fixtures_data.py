@@ -108,10 +108,10 @@ def build_tiny_datasets(root: Path, *, num_mask: int = 24, num_cls: int = 24, nu
     return root
 
 
-def build_bad_mask_dataset(root: Path, bad_row: int = 1) -> Path:
-    """A 2-row mask dataset whose row `bad_row` holds label id 77 although it has only 4 classes."""
+def build_bad_mask_dataset(root: Path, bad_row: int = 1, num_images: int = 2) -> Path:
+    """A mask dataset of `num_images` rows whose row `bad_row` holds label id 77 although it has only 4 classes."""
     folder = root / "badmask"
-    write_mask_split(folder / "train", 2, [1, 2, 3], seed=4, bad_label_value=77, bad_row=bad_row)
+    write_mask_split(folder / "train", num_images, [1, 2, 3], seed=4, bad_label_value=77, bad_row=bad_row)
     (folder / "vocabulary.json").write_text(json.dumps({"names": BASE_NAMES[:4]}))
     return folder
 

@@ -26,7 +26,12 @@ from larvseg_hf import LarvSegImageProcessor
 from larvseg_hf.data.collate import LarvSegCollator
 from larvseg_hf.training.arguments import parse_train_args
 from larvseg_hf.training.model_card import render_model_card
-from larvseg_hf.training.setup import build_model, build_train_dataset, load_training_data
+from larvseg_hf.training.setup import (
+    build_model,
+    build_train_dataset,
+    load_training_data,
+    validate_training_data,
+)
 from larvseg_hf.training.trainer import LarvSegTrainer
 
 logger = logging.getLogger("larvseg.train")
@@ -50,6 +55,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         len(data.base_ids),
         len(data.novel_ids),
         ", ".join(f"{s.name} ({s.kind})" for s in data.sources),
+    )
+
+    # Every process checks every source, so that a bad row stops all of them at once, before step 1.
+    validate_training_data(
+        data, data_args.validate_rows, show_progress=training_args.local_process_index == 0
     )
 
     model = build_model(model_args, data)

@@ -121,6 +121,30 @@ def decode_image(
     )
 
 
+def image_size(
+    value: Any, *, what: str = "image", dataset: str | None = None, index: int | None = None
+) -> tuple[int, int]:
+    """(W, H) of an image cell from its header, without decoding the pixels (for checks over whole datasets)."""
+    if isinstance(value, PIL.Image.Image):
+        return value.size
+    if isinstance(value, np.ndarray):
+        return (value.shape[1], value.shape[0])
+    data = value.get("bytes") if isinstance(value, Mapping) else value if isinstance(value, bytes) else None
+    path = _value_path(value)
+    try:
+        if data is not None:
+            with PIL.Image.open(BytesIO(data)) as image:
+                return image.size
+        if path is not None:
+            with PIL.Image.open(path) as image:
+                return image.size
+    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as err:
+        raise CorruptImageError(
+            f"cannot read {what} ({_where(dataset, index, path)}): {type(err).__name__}: {err}"
+        ) from err
+    return decode_image(value, what=what, dataset=dataset, index=index).size
+
+
 def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
     """8-bit RGB view of any PIL mode, scaling 16/32-bit intensities instead of clipping.
 
@@ -152,15 +176,20 @@ def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
 
 
 def mask_to_array(
-    image: PIL.Image.Image, *, dataset: str | None = None, index: int | None = None
+    image: PIL.Image.Image,
+    *,
+    dataset: str | None = None,
+    index: int | None = None,
+    path: str | None = None,
 ) -> np.ndarray:
     """Label map -> int64 ids. P gives palette indices (never colours); I;16 / I keep ids > 255."""
     mode = image.mode
+    path = path or _value_path(image)
     if mode in ("RGB", "RGBA"):
         arr = np.asarray(image)
         if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
             raise LarvSegDataError(
-                f"label map is a colour {mode} image ({_where(dataset, index, _value_path(image))}); "
+                f"label map is a colour {mode} image ({_where(dataset, index, path)}); "
                 "expected class ids in an L, P, I;16 or I image"
             )
         return arr[..., 0].astype(np.int64)
@@ -169,7 +198,7 @@ def mask_to_array(
     arr = np.asarray(image)
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise LarvSegDataError(f"label map has non-integer values ({_where(dataset, index)})")
+            raise LarvSegDataError(f"label map has non-integer values ({_where(dataset, index, path)})")
     return arr.astype(np.int64)
 
 
@@ -327,15 +356,7 @@ class SourceDataset:
         image = decode_image(image_value, what="image", dataset=self.name, index=index)
         rgb = np.asarray(to_rgb(image))
         if self.kind == "mask":
-            label_value = row[self.label_column]
-            mask_img = decode_image(label_value, what="label map", dataset=self.name, index=index)
-            if mask_img.size != image.size:
-                raise SizeMismatchError(
-                    f"image is {image.size[0]}x{image.size[1]} but its label map is "
-                    f"{mask_img.size[0]}x{mask_img.size[1]} (WxH) ({_where(self.name, index, path)}; "
-                    f"label file {_value_path(label_value)})"
-                )
-            mask = self._dataset_ids(mask_to_array(mask_img, dataset=self.name, index=index), index, path)
+            mask = self.read_label_map(row[self.label_column], index, image.size, path)
             return {"image": rgb, "mask": mask, "label_ids": None, "path": path}
         return {
             "image": rgb,
@@ -344,7 +365,26 @@ class SourceDataset:
             "path": path,
         }
 
-    def _dataset_ids(self, raw: np.ndarray, index: int | None, path: str | None) -> np.ndarray:
+    def read_label_map(
+        self,
+        label_value: Any,
+        index: int | None,
+        image_size: tuple[int, int],
+        image_path: str | None = None,
+    ) -> np.ndarray:
+        """A row's label map in dataset class ids (-1 = unlabeled), checked against its image's (W, H);
+        errors name the label-map file as well as the image."""
+        label_path = _value_path(label_value)
+        where = _where(self.name, index, label_path) + (f" (image {image_path})" if image_path else "")
+        mask_img = decode_image(label_value, what="label map", dataset=self.name, index=index)
+        if mask_img.size != tuple(image_size):
+            raise SizeMismatchError(
+                f"image is {image_size[0]}x{image_size[1]} but its label map is "
+                f"{mask_img.size[0]}x{mask_img.size[1]} (WxH) ({where})"
+            )
+        return self._dataset_ids(mask_to_array(mask_img, dataset=self.name, index=index, path=label_path), where)
+
+    def _dataset_ids(self, raw: np.ndarray, where: str) -> np.ndarray:
         ignored = np.zeros(raw.shape, dtype=bool)
         if self.ignore_value is not None:
             ignored |= raw == self.ignore_value
@@ -360,7 +400,7 @@ class SourceDataset:
                 f"outside the dataset's {len(self.class_names)} classes "
                 f"(valid stored values: {'1' if self.reduce_labels else '0'}..{len(self.class_names) - (0 if self.reduce_labels else 1)}"
                 f"{'' if self.ignore_value is None else f', ignore value {self.ignore_value}'}) "
-                f"({_where(self.name, index, path)})"
+                f"({where})"
             )
         return np.where(ignored, -1, ids)
 
@@ -404,7 +444,8 @@ def _require_column(ds: Dataset | IterableDataset, column: str, name: str, role:
     cols = _columns(ds)
     if cols is not None and column not in cols:
         raise ColumnNotFoundError(
-            f"{role} column {column!r} not found in dataset {name!r}; available columns: {cols}"
+            f"{role} column {column!r} not found in dataset {name!r}; available columns: {cols}; "
+            f"name the right one with --{role}_column {name}=COLUMN (larvseg-train) or {role}_column=... (Python)"
         )
 
 
@@ -421,7 +462,8 @@ def _pick_label_column(
             if not found:
                 raise ColumnNotFoundError(
                     f"no {what} column in dataset {name!r} (looked for {list(candidates)}); "
-                    f"available columns: {cols}; pass label_column=..."
+                    f"available columns: {cols}; name it with --label_column {name}=COLUMN (larvseg-train) "
+                    "or label_column=... (Python)"
                 )
             label_column = found[0]
     _require_column(ds, label_column, name, "label")
@@ -729,6 +771,7 @@ __all__ = [
     "as_iterable",
     "build_union_vocabulary",
     "decode_image",
+    "image_size",
     "load_classification_dataset",
     "load_segmentation_dataset",
     "mask_to_array",

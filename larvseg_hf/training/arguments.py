@@ -77,6 +77,27 @@ class DataArguments:
     )
     eval_dataset: str | None = field(default=None, metadata={"help": "Segmentation dataset to evaluate on."})
     synonyms: str | None = field(default=None, metadata={"help": "JSON/YAML file {alias: canonical name}."})
+    image_column: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Image column: COLUMN for every dataset, or DATASET=COLUMN for one (DATASET as given to "
+            "--mask_datasets / --image_datasets / --eval_dataset). Default: 'image'."
+        },
+    )
+    label_column: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Label column (label map or image-level labels): COLUMN or DATASET=COLUMN, as --image_column. "
+            "Default: the first of label, annotation, semantic_map, mask (label maps) or label, labels."
+        },
+    )
+    validate_rows: int | None = field(
+        default=None,
+        metadata={
+            "help": "Rows of each dataset checked before training (label maps decoded, label names and ids looked "
+            "up). Default: every row of map-style datasets, the first 1000 of streaming ones; 0 skips."
+        },
+    )
     base_names_from_masks: bool = field(
         default=True, metadata={"help": "Classes of the mask datasets are 'base'; the rest are 'novel'."}
     )

@@ -17,6 +17,7 @@ from ..data.loading import (
     load_segmentation_dataset,
 )
 from ..data.transforms import TrainTransform
+from ..data.validation import validate_sources
 from ..modeling_larvseg import LarvSegForSemanticSegmentation
 from .arguments import DataArguments, ModelArguments
 from .presets import backbone_preset
@@ -53,6 +54,7 @@ class TrainingData:
     num_eval: int | None
     description: dict[str, str] = field(default_factory=dict)
     credit: str = ""
+    eval_source: SourceDataset | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -74,19 +76,58 @@ def _split_spec(spec: str) -> tuple[str, str]:
     return spec, "train"
 
 
+def column_choice(values: list[str], spec: str) -> str | None:
+    """The column that `--image_column` / `--label_column` values name for dataset `spec`: its own
+    `SPEC=COLUMN` entry, else a plain `COLUMN` entry, else None (the loader's default)."""
+    plain, own = None, None
+    for value in values:
+        dataset, sep, column = value.rpartition("=")
+        if not sep:
+            plain = value
+        elif dataset == spec:
+            own = column
+    return own or plain
+
+
+def check_column_specs(data_args: DataArguments) -> None:
+    """`DATASET=COLUMN` entries must name a dataset of this run (a typo would silently use the default)."""
+    specs = {*data_args.mask_datasets, *data_args.image_datasets}
+    if data_args.eval_dataset:
+        specs.add(data_args.eval_dataset)
+    for flag, values in (("--image_column", data_args.image_column), ("--label_column", data_args.label_column)):
+        for value in values:
+            dataset, sep, _ = value.rpartition("=")
+            if sep and dataset not in specs:
+                raise ValueError(
+                    f"{flag} {value!r} names dataset {dataset!r}, which is not one of this run's datasets "
+                    f"{sorted(specs)}."
+                )
+
+
+def _columns(data_args: DataArguments, spec: str) -> dict[str, str]:
+    columns = {"label_column": column_choice(data_args.label_column, spec)}
+    image = column_choice(data_args.image_column, spec)
+    return {**columns, **({"image_column": image} if image else {})}
+
+
 def load_training_data(data_args: DataArguments, *, show_progress: bool = True) -> TrainingData:
     if data_args.uses_builtin:
         return _builtin_data(data_args, show_progress)
+    check_column_specs(data_args)
     sources: list[SourceDataset] = []
     for spec in data_args.mask_datasets:
         name, split = _split_spec(spec)
         sources.append(
-            load_segmentation_dataset(name, split, streaming=data_args.streaming, dataset_name=spec)
+            load_segmentation_dataset(
+                name, split, streaming=data_args.streaming, dataset_name=spec, **_columns(data_args, spec)
+            )
         )
     for spec in data_args.image_datasets:
         name, split = _split_spec(spec)
         sources.append(
-            load_classification_dataset(name, split, streaming=data_args.streaming, dataset_name=spec)
+            load_classification_dataset(
+                name, split, streaming=data_args.streaming, dataset_name=spec, **_columns(data_args, spec)
+            )
         )
     mapping = build_union_vocabulary(sources, data_args.synonyms)
     base: set[int] = set()
@@ -94,10 +135,15 @@ def load_training_data(data_args: DataArguments, *, show_progress: bool = True) 
         for source in sources:
             if source.kind == "mask":
                 base.update(int(i) for i in mapping.index_maps[source.name] if i >= 0)
-    eval_rows, num_eval = None, None
+    eval_rows, num_eval, eval_source = None, None, None
     if data_args.eval_dataset:
         name, split = _split_spec(data_args.eval_dataset)
-        eval_source = load_segmentation_dataset(name, split, dataset_name=f"eval:{data_args.eval_dataset}")
+        eval_source = load_segmentation_dataset(
+            name,
+            split,
+            dataset_name=f"eval:{data_args.eval_dataset}",
+            **_columns(data_args, data_args.eval_dataset),
+        )
         eval_mapping = build_union_vocabulary(
             [eval_source], data_args.synonyms, target_vocabulary=mapping.vocabulary
         )
@@ -114,6 +160,7 @@ def load_training_data(data_args: DataArguments, *, show_progress: bool = True) 
             "eval_data": data_args.eval_dataset or "none",
             **({"eval_spec": data_args.eval_dataset} if data_args.eval_dataset else {}),
         },
+        eval_source=eval_source,
     )
 
 
@@ -184,7 +231,19 @@ def _builtin_data(data_args: DataArguments, show_progress: bool) -> TrainingData
             "(https://creativecommons.org/licenses/by/4.0/); backgrounds: photographs bundled with scikit-image "
             "and scikit-learn."
         ),
+        eval_source=eval_source,
     )
+
+
+def validate_training_data(
+    data: TrainingData, max_rows: int | None = None, *, show_progress: bool = True
+) -> dict[str, int]:
+    """Check every training source and the evaluation source before step 1 (see data/validation.py);
+    {source name: rows checked}."""
+    sources = [*data.sources, *([data.eval_source] if data.eval_source is not None else [])]
+    checked = validate_sources(sources, max_rows, show_progress=show_progress)
+    logger.info("data checked before training: %s", ", ".join(f"{k} ({v} rows)" for k, v in checked.items()))
+    return checked
 
 
 def build_train_dataset(
