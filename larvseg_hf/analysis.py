@@ -10,6 +10,7 @@ own score does? If not, multiplying logits by it cannot focus the image-level lo
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -50,8 +51,9 @@ def oracle_propagation_miou(
     novel_ids: Sequence[int],
     seed: int = 0,
     ignore_index: int = -100,
-) -> dict[str, float]:
-    """Propagation mIoU (overall / base / novel), measured at feature resolution, where seeds live."""
+) -> dict[str, Any]:
+    """Propagation mIoU (overall / base / novel), measured at feature resolution, where seeds live; the keys of
+    `SegmentationMetrics.compute` (evaluate's mean_iou keys, per-category arrays included)."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     metrics = SegmentationMetrics(num_classes, ignore_index)

@@ -1,5 +1,6 @@
-"""Evaluation loop: mIoU overall / base / novel with streaming histograms, plain or sliding-window,
-optionally attentive (coseg) inference, sharded across processes."""
+"""Evaluation loop: evaluate's mean_iou keys plus base / novel mIoU from the `larvseg_mean_iou` evaluate
+module (one sparse class histogram per batch), plain or sliding-window, optionally attentive (coseg)
+inference, sharded across processes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tqdm.auto import tqdm
 
 from .image_processing_larvseg import LarvSegImageProcessor, to_label_array
 from .inference_larvseg import sliding_window_logits, upsampled_argmax
-from .metrics import SegmentationMetrics
+from .metrics import SegmentationMetrics, batch_row, empty_row, load_mean_iou, rows_to_columns
 
 
 def _batches(rows: Iterable[dict], batch_size: int) -> Iterable[list[dict]]:
@@ -66,16 +67,20 @@ def evaluate_segmentation(
     sliding_stride: int | None = None,
     total: int | None = None,
     show_progress: bool = True,
-    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> tuple[dict[str, float], SegmentationMetrics]:
-    """Run the model over rows with `image` and `label` and return (metrics dict, histograms).
+    gather: Callable[[list[dict]], list[dict]] | None = None,
+) -> tuple[dict[str, Any], SegmentationMetrics]:
+    """Run the model over rows with `image` and `label`; return (results, per-class histograms).
 
-    `label_mapper` turns a dataset's label ids into vocabulary ids (ignore_index kept); `reduce`
-    sums the histograms across processes (e.g. `accelerator.reduce`), so each process may see a shard.
+    Results are the `larvseg_mean_iou` evaluate module's: mean_iou, mean_accuracy, overall_accuracy,
+    per_category_iou, per_category_accuracy (arrays over the vocabulary), base_mean_iou / novel_mean_iou
+    (when ids are given) and num_classes_present. The histograms (for the per-class CSV and plot) are summed
+    from the same rows. `label_mapper` turns a dataset's label ids into vocabulary ids (ignore_index kept).
+    `gather` collects every process's rows on every process (e.g. accelerate's `gather_object`), so each
+    process may score a shard and all of them return the results of the whole set.
     """
     was_training = model.training
     model.eval()
-    metrics = SegmentationMetrics(num_classes, ignore_index)
+    batch_rows: list[dict] = []
     progress = tqdm(total=total, desc="evaluating", unit="img", disable=not show_progress)
     for batch in _batches(rows, batch_size):
         labels = [to_label_array(row["label"], i) for i, row in enumerate(batch)]
@@ -90,14 +95,22 @@ def evaluate_segmentation(
             sliding_window=sliding_window,
             sliding_stride=sliding_stride,
         )
-        for prediction, label in zip(predictions, labels, strict=True):
-            metrics.update(prediction, torch.from_numpy(label))
+        batch_rows.append(
+            batch_row(predictions, [torch.from_numpy(label) for label in labels], num_classes, ignore_index)
+        )
         progress.update(len(batch))
     progress.close()
-    if reduce is not None:
-        metrics.load_state(reduce(metrics.state()))
     model.train(was_training)
-    return metrics.compute(base_ids, novel_ids), metrics
+    if gather is not None:
+        batch_rows = list(gather(batch_rows))
+    batch_rows = batch_rows or [empty_row()]  # no rows at all: NaN results rather than an evaluate error
+    metric = load_mean_iou()
+    metric.add_batch(**rows_to_columns(batch_rows))
+    results = metric.compute(num_labels=num_classes, base_ids=base_ids, novel_ids=novel_ids)
+    histograms = SegmentationMetrics(num_classes, ignore_index)
+    for row in batch_rows:
+        histograms.add_row(row)
+    return results, histograms
 
 
 __all__ = ["evaluate_segmentation", "predict_label_maps"]

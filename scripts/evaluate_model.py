@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Evaluate LarvSeg: `python scripts/evaluate.py --model DIR [ARGS]` (the same as `larvseg-evaluate`).
+"""Evaluate LarvSeg: `python scripts/evaluate_model.py --model DIR [ARGS]` (the same as `larvseg-evaluate`).
 
-The implementation is `larvseg_hf.cli.evaluate`.
+The implementation is `larvseg_hf.cli.evaluate`. Not named evaluate.py: a script's folder comes first on
+sys.path, and that name would shadow the `evaluate` package for every script here.
 """
 
 from larvseg_hf.cli.evaluate import main

@@ -1,4 +1,4 @@
-"""scripts/train.py and scripts/evaluate.py end to end, on tiny local imagefolders (see fixtures_data.py).
+"""scripts/train.py and scripts/evaluate_model.py end to end, on tiny local imagefolders (see fixtures_data.py).
 
 The scripts run in subprocesses, as a user runs them, except where a test must reach inside (the `--config`
 parser, and `push_to_hub` up to the network call). Runs that need hooks (stop after a checkpoint, count memory
@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "scripts" / "train.py"
-EVALUATE = REPO / "scripts" / "evaluate.py"
+EVALUATE = REPO / "scripts" / "evaluate_model.py"
 PYTHON = sys.executable
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
 LOSS_TERMS = ("supervised_loss", "image_level_loss", "attentive_loss")
@@ -60,6 +60,10 @@ WRAPPER = textwrap.dedent(
             bank = trainers[0].accelerator.unwrap_model(trainers[0].model).memory_bank
             record["bank_num_writes"] = bank.num_writes.tolist()
             record["bank_slots_sum"] = float(bank.slots.double().sum())
+            model = trainers[0].accelerator.unwrap_model(trainers[0].model)
+            record["state_sums"] = {k: float(v.double().sum()) for k, v in model.state_dict().items()}
+            results = trainers[0].segmentation_results or {}
+            record["segmentation_results"] = {k: getattr(v, "tolist", lambda: v)() for k, v in results.items()}
         if record_prefix:
             Path(f"{record_prefix}.rank{os.environ.get('RANK', '0')}.json").write_text(json.dumps(record))
 
@@ -104,7 +108,7 @@ WRAPPER = textwrap.dedent(
 
 
     train.LarvSegTrainer = HookedTrainer
-    train.main(argv)
+    train.run(argv)
     write_record()
     """
 )
@@ -284,13 +288,17 @@ def test_train_then_evaluate_end_to_end(vit_run, hf_env):
     for name in ("metrics.json", "per_class_iou.csv", "per_class_iou.png"):
         assert (eval_dir / name).is_file() and (eval_dir / name).stat().st_size > 0, name
     metrics = json.loads((eval_dir / "metrics.json").read_text())
-    for key in ("mean_iou", "base_mean_iou", "novel_mean_iou"):
+    for key in ("mean_iou", "mean_accuracy", "overall_accuracy", "base_mean_iou", "novel_mean_iou"):
         assert isinstance(metrics[key], float) and 0.0 <= metrics[key] <= 1.0, (key, metrics)
+    for key in ("per_category_iou", "per_category_accuracy"):  # evaluate's mean_iou keys, over the vocabulary
+        assert len(metrics[key]) == len(ALL_NAMES), key
     assert metrics["dataset"].endswith("mask:eval")  # the eval set recorded at training time
-    # The evaluation script and the trainer's end-of-training evaluation score the same model on the same set.
+    # The evaluation script and the trainer's end-of-training evaluation score the same model on the same set;
+    # the trainer's saved results hold the scalars only.
     trainer_eval = json.loads((out / "eval_results.json").read_text())
-    for key in ("mean_iou", "base_mean_iou", "novel_mean_iou"):
+    for key in ("mean_iou", "mean_accuracy", "overall_accuracy", "base_mean_iou", "novel_mean_iou"):
         assert metrics[key] == pytest.approx(trainer_eval[f"eval_{key}"], abs=1e-6), key
+    assert not [key for key in trainer_eval if "per_category" in key]
 
     with open(eval_dir / "per_class_iou.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -467,7 +475,19 @@ def test_two_processes_gather_into_one_bank(tiny_data, hf_env, tmp_path):
 
     logs = [entry for entry in log_history(out) if "loss" in entry]
     assert len(logs) == 4 and all("bank_checksum" in entry for entry in logs)
-    assert json.loads((out / "eval_results.json").read_text())["eval_mean_iou"] >= 0
+    trainer_eval = json.loads((out / "eval_results.json").read_text())
+    assert trainer_eval["eval_mean_iou"] >= 0
+    # Each process scored a shard and gathered the other's rows: both hold the same full results (NaN-safe
+    # comparison through JSON), and they equal a single-process evaluation of the saved model.
+    differ = [k for k in rank0["state_sums"] if rank0["state_sums"][k] != rank1["state_sums"][k]]
+    assert not differ, differ
+    assert json.dumps(rank0["segmentation_results"]) == json.dumps(rank1["segmentation_results"])
+    assert len(rank0["segmentation_results"]["per_category_iou"]) == len(ALL_NAMES)
+    check_ok(run([PYTHON, EVALUATE, "--model", out], hf_env))
+    single = json.loads((out / "evaluation" / "metrics.json").read_text())
+    for key in ("mean_iou", "mean_accuracy", "overall_accuracy", "base_mean_iou", "novel_mean_iou"):
+        assert rank0["segmentation_results"][key] == pytest.approx(single[key], abs=1e-9), key
+        assert trainer_eval[f"eval_{key}"] == pytest.approx(single[key], abs=1e-9), key
 
 
 # --------------------------------------------------------------------------- 5. model card, Hub folder
@@ -575,7 +595,7 @@ def test_push_to_hub_uploads_the_larvseg_card(tiny_data, tmp_path, monkeypatch):
 
     out = tmp_path / "push"
     train = load_train_script()
-    metrics = train.main([*tiny_args(tiny_data, out, steps=2), "--push_to_hub", "--hub_model_id", "me/x"])
+    metrics = train.run([*tiny_args(tiny_data, out, steps=2), "--push_to_hub", "--hub_model_id", "me/x"])
     assert "eval_mean_iou" in metrics
 
     assert calls[0] == {"call": "create_repo", "repo_id": "me/x"}
@@ -610,15 +630,19 @@ def test_push_to_hub_uploads_the_larvseg_card(tiny_data, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- 6. data errors
 
 
-def test_bad_label_in_data_fails_with_row_and_file(tiny_data, hf_env, tmp_path):
-    bad = build_bad_mask_dataset(tmp_path, bad_row=1)
-    args = tiny_args(tiny_data, tmp_path / "out", steps=2, eval_set=False)
+def test_bad_label_in_data_fails_before_step_one_naming_the_mask_file(tiny_data, hf_env, tmp_path):
+    # One step of 2 images from 40 rows would almost never draw row 37: only the check before training sees it.
+    bad = build_bad_mask_dataset(tmp_path, bad_row=37, num_images=40)
+    args = tiny_args(tiny_data, tmp_path / "out", steps=1, eval_set=False)
     args[args.index("--mask_datasets") + 1] = f"{bad}:train"
+    args[args.index("--per_device_train_batch_size") + 1] = "2"
     proc = run([PYTHON, TRAIN, *args], hf_env)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if "LabelOutOfRangeError:" in line]
     assert errors, proc.stderr[-3000:]
     message = errors[-1]
     assert "[77]" in message and "outside the dataset's 4 classes" in message, message
-    assert "row 1" in message and "x1.png" in message and f"{bad}:train" in message, message
-    assert not (tmp_path / "out" / "model.safetensors").exists()
+    assert "row 37" in message and "x37_label.png" in message and "x37.png" in message, message
+    assert f"{bad}:train" in message, message
+    assert "checking" in proc.stderr  # the pre-training check's progress bar
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # no step, no checkpoint

@@ -1,10 +1,13 @@
-"""`larvseg-evaluate`: mIoU overall / base / novel, pixel accuracy, per-class IoU (CSV + plot).
+"""`larvseg-evaluate`: evaluate's mean_iou results (mean_iou, mean_accuracy, overall_accuracy, per-category
+IoU and accuracy) plus mIoU on base / novel classes, per-class IoU as CSV and a plot.
 
     larvseg-evaluate --model outputs/larvseg-emoji                 # its training eval set
     larvseg-evaluate --model org/name --dataset scene_parse_150:validation --sliding_window 512
 
-Base / novel come from the model's config (`base_label_ids`). Histograms are streamed per class,
-so memory is O(vocabulary), never vocabulary x vocabulary.
+Base / novel come from the model's config (`base_label_ids`). Scores come from the `larvseg_mean_iou`
+evaluate module, fed one sparse class histogram per batch, so memory is O(vocabulary), never
+vocabulary x vocabulary, nor O(pixels). metrics.json holds every result (per-category arrays as lists over
+the vocabulary, NaN for classes neither labelled nor predicted); the console shows the scalars.
 """
 
 from __future__ import annotations
@@ -12,13 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
 import larvseg_hf  # noqa: F401  (registers the Auto classes)
 from larvseg_hf.data.loading import build_union_vocabulary, load_segmentation_dataset
 from larvseg_hf.evaluation import evaluate_segmentation
+from larvseg_hf.metrics import scalar_results
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,7 +70,13 @@ def _default_dataset(model_path: str) -> tuple[str, bool]:
     )
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def main(argv: list[str] | None = None) -> None:
+    """Console entry (`larvseg-evaluate`); `argv` defaults to the command line."""
+    run(argv)
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    """Evaluate and write metrics.json, per_class_iou.csv and per_class_iou.png; returns the results."""
     args = parse_args(argv)
     model = AutoModelForSemanticSegmentation.from_pretrained(args.model).to(args.device).eval()
     processor = AutoImageProcessor.from_pretrained(args.model)
@@ -105,12 +117,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     output_dir = Path(args.output_dir or Path(args.model) / "evaluation")
     output_dir.mkdir(parents=True, exist_ok=True)
+    as_json = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in results.items()}
     (output_dir / "metrics.json").write_text(
-        json.dumps({"dataset": spec, "coseg": args.coseg, **results}, indent=2)
+        json.dumps({"dataset": spec, "coseg": args.coseg, **as_json}, indent=2)
     )
     metrics.write_csv(output_dir / "per_class_iou.csv", names, base_ids)
     metrics.plot(output_dir / "per_class_iou.png", names, base_ids)
-    print(json.dumps(results, indent=2))
+    print(json.dumps(scalar_results(results), indent=2))
     print(f"Per-class IoU: {output_dir / 'per_class_iou.csv'} and {output_dir / 'per_class_iou.png'}")
     return results
 

@@ -37,8 +37,13 @@ from larvseg_hf.training.trainer import LarvSegTrainer
 logger = logging.getLogger("larvseg.train")
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def main(argv: list[str] | None = None) -> None:
     """Console entry (`larvseg-train`); `argv` defaults to the command line."""
+    run(argv)
+
+
+def run(argv: list[str] | None = None) -> dict[str, float]:
+    """Train as the command line says and return the final evaluation metrics."""
     model_args, data_args, training_args, eval_args = parse_train_args(argv)
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

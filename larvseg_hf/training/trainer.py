@@ -9,17 +9,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
 from transformers import Trainer
 
 from ..evaluation import evaluate_segmentation
 from ..image_processing_larvseg import LarvSegImageProcessor
+from ..metrics import scalar_results
 
 LOSS_TERMS = ("supervised_loss", "image_level_loss", "attentive_loss")
 NO_DECAY_KEYWORDS = ("position_embeddings", "cls_token", "mask_token", "mask_norm_", "norm", "bias")
 
 
 class LarvSegTrainer(Trainer):
-    """`Trainer` whose evaluation is segmentation mIoU (overall / base / novel) rather than a loss."""
+    """`Trainer` whose evaluation is segmentation mIoU (overall / base / novel) rather than a loss.
+
+    `evaluate()` logs and returns the scalar results of the `larvseg_mean_iou` evaluate module (mean_iou,
+    mean_accuracy, overall_accuracy, base_mean_iou, novel_mean_iou, num_classes_present, with the key
+    prefix), so log_history, trainer_state.json and eval_results.json stay small at any vocabulary size; the
+    full results, with the per_category_iou / per_category_accuracy arrays, are kept in
+    `self.segmentation_results` (unprefixed) after each evaluation.
+    """
 
     def __init__(
         self,
@@ -43,6 +52,7 @@ class LarvSegTrainer(Trainer):
         self.novel_ids = novel_ids
         self.eval_coseg = eval_coseg
         self.model_card_text: str | None = None
+        self.segmentation_results: dict[str, Any] | None = None
         self._term_sums = torch.zeros(len(LOSS_TERMS))
         self._term_count = 0
 
@@ -114,8 +124,14 @@ class LarvSegTrainer(Trainer):
         )
         processor = processor or LarvSegImageProcessor(size={"height": size, "width": size})
         rows = self.segmentation_eval_rows()
-        # Each process scores its own shard; histograms are summed, so results equal a single-process run.
+        # Each process scores its own shard; every process then gathers all shards' sparse rows into its own
+        # in-memory metric, so all compute the single-process results (no evaluate file-lock rendezvous).
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        if world > 1:
+            # Parameters are synchronised, buffers are not: each process's last training forward updated its own
+            # BatchNorm running statistics. Score every shard with the model that is saved (rank 0's).
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer.data, src=0)
         shard = (row for i, row in enumerate(rows) if i % world == rank)
         results, _ = evaluate_segmentation(
             model,
@@ -127,11 +143,10 @@ class LarvSegTrainer(Trainer):
             ignore_index=config.ignore_index,
             coseg=self.eval_coseg,
             show_progress=self.accelerator.is_local_main_process,
-            reduce=(lambda t: self.accelerator.reduce(t.to(self.accelerator.device), reduction="sum").cpu())
-            if world > 1
-            else None,
+            gather=gather_object if world > 1 else None,
         )
-        metrics = {f"{metric_key_prefix}_{k}": v for k, v in results.items()}
+        self.segmentation_results = results
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in scalar_results(results).items()}
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics

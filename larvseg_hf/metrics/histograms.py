@@ -1,4 +1,5 @@
-"""Streaming segmentation metrics: per-class histograms in O(num_classes) memory, never N x N."""
+"""Streaming per-class histograms in O(num_classes) memory, never N x N: the per-class CSV and plot, and
+cross-process sums. The scores themselves come from `larvseg_mean_iou`, the one owner of the formulas."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from .larvseg_mean_iou import AREA_NAMES, mean_iou_from_areas, per_category_scores
+from .rows import batch_row
 
 
 @dataclass
@@ -30,21 +35,18 @@ class SegmentationMetrics:
 
     def update(self, predictions: torch.Tensor, labels: torch.Tensor) -> None:
         """Add one batch of (…, H, W) predicted and true ids; ignored pixels count nowhere."""
-        if predictions.shape != labels.shape:
-            raise ValueError(
-                f"predictions {tuple(predictions.shape)} and labels {tuple(labels.shape)} differ in shape"
-            )
-        valid = labels != self.ignore_index
-        predictions, labels = predictions[valid].long().cpu(), labels[valid].long().cpu()
-        for name, values in (("labels", labels), ("predictions", predictions)):
-            if values.numel() and (values.min() < 0 or values.max() >= self.num_classes):
-                raise ValueError(
-                    f"{name} hold ids outside [0, {self.num_classes}): {values.unique()[:10].tolist()}"
-                )
-        hits = predictions[predictions == labels]
-        self.intersection += torch.bincount(hits, minlength=self.num_classes).double()
-        self.predicted += torch.bincount(predictions, minlength=self.num_classes).double()
-        self.labeled += torch.bincount(labels, minlength=self.num_classes).double()
+        self.add_row(batch_row(predictions, labels, self.num_classes, self.ignore_index))
+
+    def add_row(self, row: dict[str, Sequence[int]]) -> None:
+        """Add one sparse `larvseg_mean_iou` row (see `batch_row`)."""
+        ids = torch.as_tensor(row["class_ids"], dtype=torch.long)
+        if ids.numel() and (ids.min() < 0 or ids.max() >= self.num_classes):
+            outside = ids[(ids < 0) | (ids >= self.num_classes)][:10].tolist()
+            raise ValueError(f"class_ids hold ids outside the vocabulary [0, {self.num_classes}): {outside}")
+        for histogram, name in zip(
+            (self.intersection, self.predicted, self.labeled), AREA_NAMES, strict=True
+        ):
+            histogram.index_add_(0, ids, torch.as_tensor(row[name], dtype=torch.float64))
 
     def merge(self, other: SegmentationMetrics) -> None:
         self.intersection += other.intersection
@@ -60,35 +62,27 @@ class SegmentationMetrics:
 
     def iou(self) -> torch.Tensor:
         """Per-class IoU; NaN for classes absent from both labels and predictions."""
-        union = self.predicted + self.labeled - self.intersection
-        return torch.where(
-            union > 0, self.intersection / union.clamp(min=1), torch.full_like(union, float("nan"))
-        )
+        return torch.from_numpy(per_category_scores(*self._areas())[0])
+
+    def accuracy(self) -> torch.Tensor:
+        """Per-class accuracy (intersection / label area); NaN for classes never labelled."""
+        return torch.from_numpy(per_category_scores(*self._areas())[1])
+
+    def _areas(self) -> tuple:
+        return self.intersection.numpy(), self.predicted.numpy(), self.labeled.numpy()
 
     def compute(
         self, base_ids: Sequence[int] | None = None, novel_ids: Sequence[int] | None = None
-    ) -> dict[str, float]:
-        """mIoU over classes that appear in the labels (as mmseg), overall and on base / novel subsets."""
-        iou = self.iou()
-        present = self.labeled > 0
-        results = {
-            "mean_iou": _nanmean(iou[present]),
-            "pixel_accuracy": float(self.intersection.sum() / self.labeled.sum().clamp(min=1)),
-            "num_classes_present": int(present.sum()),
-        }
-        for name, ids in (("base", base_ids), ("novel", novel_ids)):
-            if ids is not None:
-                index = torch.as_tensor(list(ids), dtype=torch.long)
-                index = index[present[index]] if index.numel() else index
-                results[f"{name}_mean_iou"] = _nanmean(iou[index])
-        return results
+    ) -> dict[str, Any]:
+        """evaluate's mean_iou keys plus base / novel mIoU and num_classes_present, by `larvseg_mean_iou`."""
+        return mean_iou_from_areas(*self._areas(), base_ids=base_ids, novel_ids=novel_ids)
 
     def write_csv(self, path: str | Path, class_names: Sequence[str], base_ids: Sequence[int] = ()) -> None:
         base = set(base_ids)
-        iou = self.iou()
+        iou, accuracy = self.iou(), self.accuracy()
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["id", "name", "split", "iou", "label_pixels", "predicted_pixels"])
+            writer.writerow(["id", "name", "split", "iou", "accuracy", "label_pixels", "predicted_pixels"])
             for i in torch.nonzero((self.labeled > 0) | (self.predicted > 0)).flatten().tolist():
                 writer.writerow(
                     [
@@ -96,6 +90,7 @@ class SegmentationMetrics:
                         class_names[i],
                         "base" if i in base else "novel",
                         f"{float(iou[i]):.6f}",
+                        f"{float(accuracy[i]):.6f}",
                         int(self.labeled[i]),
                         int(self.predicted[i]),
                     ]
@@ -128,11 +123,6 @@ class SegmentationMetrics:
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
-
-
-def _nanmean(values: torch.Tensor) -> float:
-    values = values[~torch.isnan(values)]
-    return float(values.mean()) if values.numel() else float("nan")
 
 
 __all__ = ["SegmentationMetrics"]
