@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_vit_backbone
 from PIL import Image
 
 from larvseg_hf import LarvSegConfig, LarvSegForSemanticSegmentation, LarvSegImageProcessor
@@ -32,15 +33,7 @@ from larvseg_hf.training.model_card import DEFAULT_TEMPLATE, render_model_card
 REPO = Path(__file__).resolve().parents[1]
 CARD_REPO_ID = "your-org/larvseg-model"
 DEMO_URL = "http://127.0.0.1:7860/"
-TINY_VIT = {
-    "model_type": "vit",
-    "hidden_size": 32,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "patch_size": 8,
-    "image_size": 64,
-}
+TINY_VIT = tiny_vit_backbone(image_size=64)
 ACCELERATE_FLAGS = {"--multi_gpu", "--cpu"}
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 

@@ -25,6 +25,7 @@ import larvseg_hf  # noqa: F401  (registers the Auto classes)
 from larvseg_hf.data.loading import build_union_vocabulary, load_segmentation_dataset
 from larvseg_hf.evaluation import evaluate_segmentation
 from larvseg_hf.metrics import scalar_results
+from larvseg_hf.training.setup import mapped_eval_rows, split_spec
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,19 +87,14 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     novel_ids = [i for i in range(config.num_labels) if i not in set(base_ids)]
 
     spec, in_model_ids = (args.dataset, False) if args.dataset else _default_dataset(args.model)
-    path, split = spec.rsplit(":", 1) if ":" in spec and not Path(spec).exists() else (spec, "train")
+    path, split = split_spec(spec)
     source = load_segmentation_dataset(
         path, split, class_names=names if in_model_ids else None, dataset_name=spec
     )
     mapping = build_union_vocabulary(
         [source], args.synonyms, target_vocabulary=names, ignore_index=config.ignore_index
     )
-    total = len(source) if args.max_samples is None else min(args.max_samples, len(source))
-
-    def rows():
-        for index in range(total):
-            example = mapping.map_example(source.name, source.get_example(index))
-            yield {"image": example["image"], "label": example["mask"]}
+    rows, total = mapped_eval_rows(source, mapping, args.max_samples)
 
     fixed_size = "height" in processor.size
     results, metrics = evaluate_segmentation(

@@ -66,7 +66,7 @@ class TrainingData:
         return [i for i in range(len(self.class_names)) if i not in base]
 
 
-def _split_spec(spec: str) -> tuple[str, str]:
+def split_spec(spec: str) -> tuple[str, str]:
     """NAME[:SPLIT] (a Windows drive letter or a path containing ':' stays whole when it exists)."""
     import os
 
@@ -116,14 +116,14 @@ def load_training_data(data_args: DataArguments, *, show_progress: bool = True) 
     check_column_specs(data_args)
     sources: list[SourceDataset] = []
     for spec in data_args.mask_datasets:
-        name, split = _split_spec(spec)
+        name, split = split_spec(spec)
         sources.append(
             load_segmentation_dataset(
                 name, split, streaming=data_args.streaming, dataset_name=spec, **_columns(data_args, spec)
             )
         )
     for spec in data_args.image_datasets:
-        name, split = _split_spec(spec)
+        name, split = split_spec(spec)
         sources.append(
             load_classification_dataset(
                 name, split, streaming=data_args.streaming, dataset_name=spec, **_columns(data_args, spec)
@@ -137,7 +137,7 @@ def load_training_data(data_args: DataArguments, *, show_progress: bool = True) 
                 base.update(int(i) for i in mapping.index_maps[source.name] if i >= 0)
     eval_rows, num_eval, eval_source = None, None, None
     if data_args.eval_dataset:
-        name, split = _split_spec(data_args.eval_dataset)
+        name, split = split_spec(data_args.eval_dataset)
         eval_source = load_segmentation_dataset(
             name,
             split,
@@ -147,7 +147,7 @@ def load_training_data(data_args: DataArguments, *, show_progress: bool = True) 
         eval_mapping = build_union_vocabulary(
             [eval_source], data_args.synonyms, target_vocabulary=mapping.vocabulary
         )
-        eval_rows, num_eval = _mapped_eval_rows(eval_source, eval_mapping, data_args.max_eval_samples)
+        eval_rows, num_eval = mapped_eval_rows(eval_source, eval_mapping, data_args.max_eval_samples)
     return TrainingData(
         sources,
         mapping,
@@ -164,7 +164,10 @@ def load_training_data(data_args: DataArguments, *, show_progress: bool = True) 
     )
 
 
-def _mapped_eval_rows(source: SourceDataset, mapping: VocabularyMapping, limit: int | None):
+def mapped_eval_rows(
+    source: SourceDataset, mapping: VocabularyMapping, limit: int | None
+) -> tuple[Callable[[], Iterator[dict[str, Any]]], int]:
+    """(a function giving the first `limit` rows as {"image", "label" in vocabulary ids}, their number)."""
     total = len(source) if limit is None else min(limit, len(source))
 
     def rows() -> Iterator[dict[str, Any]]:
@@ -206,7 +209,7 @@ def _builtin_data(data_args: DataArguments, show_progress: bool) -> TrainingData
     eval_source = load_segmentation_dataset(
         bench.split_dir("eval"), class_names=names, dataset_name="emoji eval"
     )
-    eval_rows, num_eval = _mapped_eval_rows(
+    eval_rows, num_eval = mapped_eval_rows(
         eval_source,
         build_union_vocabulary([eval_source], target_vocabulary=names),
         data_args.max_eval_samples,
