@@ -10,6 +10,13 @@ Layout written by :func:`build_tiny_datasets` (the layout `scripts/train.py` rea
 
 So `--mask_datasets root/mask:train --image_datasets root/cls:train --eval_dataset root/mask:eval`
 gives a 20-class vocabulary: 12 base classes (with masks) and 8 novel ones (image-level labels only).
+
+:func:`build_weak_dataset` writes a "weak" dataset (the paper's weak ADE20K role) for `--weak_datasets`:
+label maps in its OWN id order (`WEAK_NAMES`: novel and base names and background, shuffled), scenes
+mixing novel and base classes on background::
+
+    root/weak/vocabulary.json          {"names": WEAK_NAMES}
+    root/weak/train/metadata.jsonl     {"file_name", "label_file_name"} rows, 16-bit PNGs of WEAK_NAMES ids
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ SIZE = 64
 BASE_NAMES = ["background", *(f"base_{i:02d}" for i in range(1, 12))]
 NOVEL_NAMES = [f"novel_{i:02d}" for i in range(8)]
 ALL_NAMES = BASE_NAMES + NOVEL_NAMES
+#: The weak dataset's own label space: all novel names, background and five base names, in another order.
+WEAK_NAMES = [*NOVEL_NAMES[::-1][:4], "background", *BASE_NAMES[1:6], *NOVEL_NAMES[::-1][4:]]
 
 
 def _colour(class_index: int) -> tuple[int, int, int]:
@@ -108,6 +117,33 @@ def build_tiny_datasets(root: Path, *, num_mask: int = 24, num_cls: int = 24, nu
     return root
 
 
+def build_weak_dataset(
+    root: Path, num_images: int = 10, *, seed: int = 5, bad_label_value: int | None = None, bad_row: int = 0
+) -> Path:
+    """The weak dataset of the module docstring at `root/weak`; `bad_label_value` goes into row `bad_row`."""
+    folder = root / "weak" / "train"
+    folder.mkdir(parents=True, exist_ok=True)
+    to_weak = np.zeros(len(ALL_NAMES), dtype=np.uint16)
+    for weak_id, name in enumerate(WEAK_NAMES):
+        to_weak[ALL_NAMES.index(name)] = weak_id
+    novel = [ALL_NAMES.index(n) for n in WEAK_NAMES if n.startswith("novel")]
+    base = [ALL_NAMES.index(n) for n in WEAK_NAMES if n.startswith("base")]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(num_images):
+        classes = [int(rng.choice(novel)), int(rng.choice(base)), int(rng.choice(novel))]
+        image, label = _scene(rng, list(dict.fromkeys(classes)))
+        label = to_weak[label]
+        if bad_label_value is not None and i == bad_row:
+            label[:8, :8] = bad_label_value
+        Image.fromarray(image).save(folder / f"w{i}.png")
+        Image.fromarray(label).save(folder / f"w{i}_label.png")
+        rows.append({"file_name": f"w{i}.png", "label_file_name": f"w{i}_label.png"})
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "weak" / "vocabulary.json").write_text(json.dumps({"names": WEAK_NAMES}))
+    return root / "weak"
+
+
 def build_bad_mask_dataset(root: Path, bad_row: int = 1, num_images: int = 2) -> Path:
     """A mask dataset of `num_images` rows whose row `bad_row` holds label id 77 although it has only 4 classes."""
     folder = root / "badmask"
@@ -120,8 +156,10 @@ __all__ = [
     "ALL_NAMES",
     "BASE_NAMES",
     "NOVEL_NAMES",
+    "WEAK_NAMES",
     "build_bad_mask_dataset",
     "build_tiny_datasets",
+    "build_weak_dataset",
     "write_classification_split",
     "write_mask_split",
 ]

@@ -193,9 +193,7 @@ def test_class_id_outside_classes_and_unknown_name(tmp_path):
         src.get_example(1)
     path = write_image_folder(tmp_path / "cls", [["cat"], ["dog", "catt"]])
     src = cls(path, tmp_path, class_names=["cat", "dog", "cow"])
-    with pytest.raises(
-        UnknownLabelError, match=r"unknown class name 'catt'.*Closest names: \['cat'.*row 1"
-    ):
+    with pytest.raises(UnknownLabelError, match=r"unknown class name 'catt'.*Closest names: \['cat'.*row 1"):
         src.get_example(1)
 
 
@@ -450,3 +448,22 @@ def test_map_style_source_streams_through_to_iterable(two_sources):
     )
     got = {(s["source"], s["index"]) for s in ds}
     assert got == {("seg", i) for i in range(6)} | {("cls", i) for i in range(4)}
+
+
+def test_collator_source_index_names_each_samples_source(two_sources):
+    seg_src, cls_src = two_sources
+    mapping = build_union_vocabulary([seg_src, cls_src])
+    t = {"mask": TrainTransform(crop_size=16), "image": TrainTransform(crop_size=8)}
+    m, i = LarvSegDataset(seg_src, mapping, t), LarvSegDataset(cls_src, mapping, t)
+    samples = [i[0], m[0], i[1], m[1], i[2]]
+    assert "source_index" not in LarvSegCollator(mapping.num_labels)(samples)["groups"][0]  # off by default
+    collate = LarvSegCollator(mapping.num_labels, source_names=["cls", "seg"])
+    first, second = collate(samples)["groups"]  # groups in order of first appearance: 8 px, then 16 px
+    assert first["source_index"].dtype == torch.int64 and first["source_index"].tolist() == [0, 0, 0]
+    assert second["source_index"].tolist() == [1, 1]
+    flat = collate([m[2], m[3]])
+    assert flat["source_index"].tolist() == [1, 1] and flat["labels"].shape[0] == 2
+    with pytest.raises(ValueError, match=r"source 'seg' \(index 0\) is not one of .*\['cls'\]"):
+        LarvSegCollator(mapping.num_labels, source_names=["cls"])([i[0], m[0]])
+    with pytest.raises(ValueError, match="repeated"):
+        LarvSegCollator(mapping.num_labels, source_names=["cls", "cls"])

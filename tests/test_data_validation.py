@@ -133,7 +133,9 @@ def test_an_unknown_label_column_names_the_flag_and_the_flag_works(tmp_path):
     seg = _folder_with_column(tmp_path / "seg", "segmentation")
     spec = f"{seg}:train"
     base = ["--mask_datasets", spec, "--image_datasets", f"{data}/cls:train"]
-    with pytest.raises(ColumnNotFoundError, match=rf"available columns: .*'segmentation'.*--label_column {spec}="):
+    with pytest.raises(
+        ColumnNotFoundError, match=rf"available columns: .*'segmentation'.*--label_column {spec}="
+    ):
         load_training_data(_train_args(*base), show_progress=False)
     training_data = load_training_data(
         _train_args(*base, "--label_column", f"{spec}=segmentation"), show_progress=False

@@ -1,9 +1,12 @@
 # Copyright 2026 The larvseg-hf authors. Licensed under the Apache License, Version 2.0.
-"""The built-in emoji-scenes benchmark: determinism, exact masks, 16-bit ids, labels, cache, errors."""
+"""The built-in emoji-scenes benchmark: determinism, exact masks, 16-bit ids, each split's own vocabulary and
+contents (no novel mask in training; weak and single-image splits name base emoji and background too), cache,
+errors."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import datasets
 import numpy as np
@@ -64,12 +67,20 @@ def test_layout_and_vocabulary(tiny):
     assert 0 in tiny.base_ids and 0 not in tiny.novel_ids
     assert sorted(tiny.base_ids + tiny.novel_ids) == list(range(13))
     assert len(tiny.novel_ids) == round(0.4 * 12)
+    assert vocab["params"]["generator_version"] == es.GENERATOR_VERSION == "emoji-scenes-2"
+    own = {  # each split names exactly what it can contain, in the global order
+        "mask_train": [names[i] for i in sorted(tiny.base_ids)],  # background + base emoji
+        "image_single": names[1:],  # every emoji, no background
+        "image_weak": names,
+        "eval": names,
+    }
     for split in es.SPLITS:
         rows = _rows(tiny, split)
         assert len(rows) == 20
-        keys = {"file_name", "label_file_name"} if split in es.MASK_SPLITS else {"file_name", "labels"}
+        keys = {"file_name", "labels"} if split == "image_single" else {"file_name", "label_file_name"}
         assert all(set(r) == keys for r in rows)
-        assert json.loads((tiny.split_dir(split) / "vocabulary.json").read_text("utf-8")) == names
+        assert json.loads((tiny.split_dir(split) / "vocabulary.json").read_text("utf-8")) == own[split]
+        assert tiny.split_class_names(split) == own[split]
 
 
 def test_vocabulary_is_a_seeded_sample_across_groups():
@@ -121,12 +132,20 @@ def test_render_masks_are_the_thresholded_alphas_after_occlusion(renderer):
             assert np.count_nonzero(scene.label == cid) >= es.MIN_VISIBLE_FRACTION * own > 0
 
 
+def _global_ids(bench, split, row) -> set[int]:
+    """Classes of a written label map, as global ids (through the split's own vocabulary.json)."""
+    own = bench.split_class_names(split)
+    return {bench.class_names.index(own[i]) for i in np.unique(_label(bench, split, row)).tolist()}
+
+
 def test_written_masks_use_the_split_vocabulary(tiny):
     base, novel = set(tiny.base_ids), set(tiny.novel_ids)
     seen = set()
+    n_own = len(tiny.split_class_names("mask_train"))
     for row in _rows(tiny, "mask_train"):
-        ids = set(np.unique(_label(tiny, "mask_train", row)).tolist())
-        assert ids <= base and len(ids - {0}) >= 1
+        assert int(_label(tiny, "mask_train", row).max()) < n_own  # mask_train's own ids
+        ids = _global_ids(tiny, "mask_train", row)
+        assert ids <= base and not ids & novel and len(ids - {0}) >= 1  # never a novel mask in training
         seen |= ids
     assert len(seen) >= 5
     mixed = 0
@@ -141,41 +160,57 @@ def test_written_masks_use_the_split_vocabulary(tiny):
 
 def test_written_files_are_the_rendered_scenes(tiny):
     r = es.SceneRenderer(es.select_vocabulary(12, 0.4, 0)[0], 64)
-    scenes = es.iter_split_scenes("eval", 5, r, tiny.base_ids, tiny.novel_ids, seed=0)
-    for row, scene in zip(_rows(tiny, "eval"), scenes, strict=False):
-        np.testing.assert_array_equal(
-            np.asarray(Image.open(tiny.split_dir("eval") / row["file_name"])), scene.image
-        )
-        np.testing.assert_array_equal(_label(tiny, "eval", row), scene.label)
+    for split in es.LABEL_MAP_SPLITS:
+        to_global = np.asarray([tiny.class_names.index(n) for n in tiny.split_class_names(split)])
+        scenes = es.iter_split_scenes(split, 5, r, tiny.base_ids, tiny.novel_ids, seed=0)
+        for row, scene in zip(_rows(tiny, split), scenes, strict=False):
+            np.testing.assert_array_equal(
+                np.asarray(Image.open(tiny.split_dir(split) / row["file_name"])), scene.image
+            )
+            np.testing.assert_array_equal(to_global[_label(tiny, split, row)], scene.label)
 
 
 # --------------------------------------------------------------------------- image-level labels
 
 
-def test_image_level_labels_name_the_pasted_emoji(tiny):
+def test_single_images_name_their_one_emoji_base_and_novel_alike(tiny):
     names = tiny.class_names
-    novel_names = {names[i] for i in tiny.novel_ids}
     r = es.SceneRenderer(es.select_vocabulary(12, 0.4, 0)[0], 64)
-    areas = {split: [] for split in es.IMAGE_SPLITS}
-    for split in es.IMAGE_SPLITS:
-        rows = _rows(tiny, split)
-        scenes = es.iter_split_scenes(split, len(rows), r, tiny.base_ids, tiny.novel_ids, seed=0)
-        for row, scene in zip(rows, scenes, strict=True):
-            on_disk = np.asarray(Image.open(tiny.split_dir(split) / row["file_name"]))
-            np.testing.assert_array_equal(on_disk, scene.image)
-            assert row["labels"] == [names[c] for c in sorted(scene.class_ids)]
-            assert set(row["labels"]) <= novel_names
-            present = {names[c] for c in np.unique(scene.label).tolist() if c}
-            assert set(row["labels"]) == present
-            if split == "image_single":
-                assert len(row["labels"]) == 1
-                ys, xs = np.nonzero(scene.label)
-                assert max(np.ptp(ys), np.ptp(xs)) + 1 >= 0.25 * scene.label.shape[0]
-            for c in scene.class_ids:
-                areas[split].append(np.count_nonzero(scene.label == c))
-    assert np.mean(areas["image_single"]) > 2 * np.mean(areas["image_weak"])  # single emoji are large
-    singles = [r["labels"][0] for r in _rows(tiny, "image_single")]
-    assert set(singles) == novel_names  # the deck covers every novel category
+    rows = _rows(tiny, "image_single")
+    scenes = es.iter_split_scenes("image_single", len(rows), r, tiny.base_ids, tiny.novel_ids, seed=0)
+    single_areas = []
+    for row, scene in zip(rows, scenes, strict=True):
+        on_disk = np.asarray(Image.open(tiny.split_dir("image_single") / row["file_name"]))
+        np.testing.assert_array_equal(on_disk, scene.image)
+        present = [names[c] for c in np.unique(scene.label).tolist() if c]
+        assert len(row["labels"]) == 1 and row["labels"] == present  # one label, the emoji shown
+        ys, xs = np.nonzero(scene.label)
+        assert max(np.ptp(ys), np.ptp(xs)) + 1 >= 0.25 * scene.label.shape[0]
+        single_areas.append(np.count_nonzero(scene.label))
+    counts = Counter(r["labels"][0] for r in rows)
+    assert set(counts) == set(names[1:])  # every emoji: base and novel
+    assert max(counts.values()) - min(counts.values()) <= 1  # 20 images over 12 emoji: 1 or 2 each
+    weak_areas = [
+        np.count_nonzero(_label(tiny, "image_weak", row) == i)
+        for row in _rows(tiny, "image_weak")
+        for i in np.unique(_label(tiny, "image_weak", row)).tolist()
+        if i
+    ]
+    assert np.mean(single_areas) > 2 * np.mean(weak_areas)  # single emoji are large
+
+
+def test_weak_scenes_mix_base_and_novel_emoji_on_background(tiny):
+    base, novel = set(tiny.base_ids) - {0}, set(tiny.novel_ids)
+    sets = [_global_ids(tiny, "image_weak", row) for row in _rows(tiny, "image_weak")]
+    assert sum(0 in ids for ids in sets) >= 19  # background is a class of (nearly) every scene
+    assert sum(bool(ids & base) and bool(ids & novel) for ids in sets) >= 16
+    assert all(2 <= len(ids - {0}) <= 5 for ids in sets)
+    assert set().union(*sets) == set(range(len(tiny.class_names)))  # every class shows up
+    eval_rows = {json.dumps(r) for r in _rows(tiny, "eval")}
+    weak_dir = tiny.split_dir("image_weak")
+    weak_images = [(weak_dir / r["file_name"]).read_bytes() for r in _rows(tiny, "image_weak")]
+    eval_images = {(tiny.split_dir("eval") / json.loads(r)["file_name"]).read_bytes() for r in eval_rows}
+    assert not eval_images & set(weak_images)  # drawn like eval, not the eval scenes
 
 
 # --------------------------------------------------------------------------- datasets and 16-bit ids
@@ -188,8 +223,10 @@ def test_load_through_datasets(tiny, tmp_path):
     assert row["image"].mode == "RGB" and row["image"].size == (64, 64)
     assert row["label"].mode == "I;16"
     weak = tiny.load("image_weak", cache_dir=str(tmp_path / "hf"))
-    assert set(weak.column_names) == {"image", "labels"}
-    assert all(set(labels) <= set(tiny.class_names) for labels in weak["labels"])
+    assert set(weak.column_names) == {"image", "label"} and weak[0]["label"].mode == "I;16"
+    single = tiny.load("image_single", cache_dir=str(tmp_path / "hf"))
+    assert set(single.column_names) == {"image", "labels"}
+    assert all(set(labels) <= set(tiny.class_names[1:]) for labels in single["labels"])
     with pytest.raises(ValueError, match="unknown split"):
         tiny.split_dir("test")
 
@@ -197,24 +234,26 @@ def test_load_through_datasets(tiny, tmp_path):
 def test_ids_above_255_survive(tmp_path):
     bench = es.build_emoji_benchmark(
         tmp_path,
-        num_categories=300,
+        num_categories=500,
         image_size=32,
         num_mask_scenes=12,
         num_single_images=1,
-        num_weak_scenes=1,
+        num_weak_scenes=12,
         num_eval_scenes=1,
         show_progress=False,
     )
-    assert len(bench.class_names) == 301
-    ds = bench.load("mask_train", cache_dir=str(tmp_path / "hf"))
-    top = 0
-    for i, row in enumerate(_rows(bench, "mask_train")):
-        on_disk = _label(bench, "mask_train", row)
-        read = np.asarray(ds[i]["label"])
-        np.testing.assert_array_equal(read, on_disk)
-        assert set(np.unique(read).tolist()) <= set(bench.base_ids)
-        top = max(top, int(read.max()))
-    assert top > 255
+    assert len(bench.class_names) == 501 and len(bench.split_class_names("mask_train")) == 301
+    for split in ("mask_train", "image_weak"):
+        ds = bench.load(split, cache_dir=str(tmp_path / "hf"))
+        top = 0
+        for i, row in enumerate(_rows(bench, split)):
+            on_disk = _label(bench, split, row)
+            read = np.asarray(ds[i]["label"])
+            np.testing.assert_array_equal(read, on_disk)
+            top = max(top, int(read.max()))
+        assert top > 255, split
+        if split == "mask_train":
+            assert all(_global_ids(bench, split, row) <= set(bench.base_ids) for row in _rows(bench, split))
 
 
 # --------------------------------------------------------------------------- cache and errors
@@ -232,6 +271,19 @@ def test_cache_is_reused_and_force_rebuilds(tmp_path, monkeypatch):
     es.build_emoji_benchmark(tmp_path, **{**TINY, "force": True})
     assert calls == list(es.SPLITS)
     assert sorted(p.name for p in (tmp_path / "emoji_scenes").iterdir()) == [bench.root.name]
+
+
+def test_generator_version_is_part_of_the_cache_key(tmp_path, monkeypatch):
+    """A folder built by the previous generator (same parameters) is not reused: its splits differ."""
+    small = {**TINY, "num_mask_scenes": 2, "num_single_images": 2, "num_weak_scenes": 2, "num_eval_scenes": 2}
+    monkeypatch.setattr(es, "GENERATOR_VERSION", "emoji-scenes-1")
+    old = es.build_emoji_benchmark(tmp_path, **small)
+    assert (old.root / "_COMPLETE").read_text().strip() == "emoji-scenes-1"
+    monkeypatch.undo()
+    new = es.build_emoji_benchmark(tmp_path, **small)
+    assert new.root != old.root and new.root.parent == old.root.parent
+    assert (new.root / "_COMPLETE").read_text().strip() == "emoji-scenes-2"
+    assert new.vocabulary["params"]["generator_version"] == "emoji-scenes-2"
 
 
 def test_default_root_follows_larvseg_cache(tmp_path, monkeypatch):

@@ -2,8 +2,9 @@
 """Training samples in union ids, batch collation, and mixing of mask and image-level sources.
 
 A sample is ``{"pixel_values": (3, H, W) float32, "labels": (H, W) int64, "image_label_ids":
-list[int], "kind", "source", "index"}``: mask samples carry pixel labels and no image labels;
-image-level samples carry all-``ignore_index`` labels and their image labels (union ids).
+list[int], "pixel_mask", "kind", "source", "index"}``: mask samples carry pixel labels and no image
+labels; image-level samples carry all-``ignore_index`` labels and their image labels (union ids). A weak
+source's image labels are the classes of its label map that are still in view after the training crop.
 
 Batches. The model needs one H, W per batch, but METHOD.md crops mask data at 512 and
 image-level data at 320. :class:`LarvSegCollator` therefore returns
@@ -76,6 +77,13 @@ def _pick_transform(
     return transform
 
 
+def unlabelled_value(ignore_index: int) -> int:
+    """Stand-in for unlabelled pixels of an image-level sample's map: negative (never a class id) and
+    different from ``ignore_index``, which the transform pads with, so padding, unlabelled pixels and
+    classes stay three distinct things through the crop."""
+    return -1 if ignore_index != -1 else -2
+
+
 def make_sample(
     example: Mapping[str, Any],
     kind: str,
@@ -86,19 +94,33 @@ def make_sample(
 ) -> dict[str, Any]:
     """Union-id example (``{"image", "mask", "label_ids"}``) -> transformed training sample.
 
-    Image-level samples carry a ``pixel_mask`` of the image's own pixels: an all-zero stand-in mask goes
-    through the same random geometry, so the padding it comes back with is exactly the image's.
+    Image-level samples carry a ``pixel_mask`` of the image's own pixels: a stand-in map goes through the
+    same random geometry, so the padding it comes back with is exactly the image's. For a weak example
+    (``kind="image"`` with a ``mask``: a label map used as image-level data) the stand-in is the label map
+    itself, unlabelled pixels set to :func:`unlabelled_value`, and the image labels are the sorted class
+    ids left in its real pixels after the crop; its pixel labels stay all ``ignore_index``.
     """
     if kind == "mask":
         pixel_values, labels = transform(example["image"], example["mask"], rng)
         pixel_mask = torch.ones(tuple(pixel_values.shape[-2:]), dtype=torch.bool)
         label_ids: list[int] = []
     else:
-        stand_in = np.zeros(np.shape(example["image"])[:2], dtype=np.int64)  # arrays and PIL images alike
+        unlabelled = unlabelled_value(ignore_index)
+        label_map = example.get("mask")
+        if label_map is None:  # arrays and PIL images alike
+            stand_in = np.full(np.shape(example["image"])[:2], unlabelled, dtype=np.int64)
+        else:
+            label_map = np.asarray(label_map, dtype=np.int64)
+            stand_in = np.where(label_map == ignore_index, unlabelled, label_map)
         pixel_values, extent = transform(example["image"], stand_in, rng)
-        pixel_mask = torch.as_tensor(extent) != ignore_index
+        extent = torch.as_tensor(extent)
+        pixel_mask = extent != ignore_index
         labels = torch.full(tuple(pixel_values.shape[-2:]), ignore_index, dtype=torch.int64)
-        label_ids = list(example["label_ids"] or [])
+        if label_map is None:
+            label_ids = list(example["label_ids"] or [])
+        else:
+            present = extent[pixel_mask]
+            label_ids = torch.unique(present[present >= 0]).tolist()
     return {
         "pixel_values": pixel_values,
         "labels": labels,
@@ -164,11 +186,35 @@ class LarvSegCollator:
     Output per (group) batch: ``pixel_values`` (B, 3, H, W) float32, ``labels`` (B, H, W)
     int64, ``image_labels`` (B, num_labels) float32 multi-hot (zero rows for mask samples),
     ``pixel_mask`` (B, H, W) bool, False on padding (all True for samples that carry none).
+    With ``source_names`` also ``source_index`` (B,) int64, the position of each sample's
+    ``source`` in ``source_names``: the model then draws each sample's classifier columns from
+    its own source's vocabulary (every dataset has its own label space, as in the reference).
     """
 
-    def __init__(self, num_labels: int, ignore_index: int = -100) -> None:
+    def __init__(
+        self, num_labels: int, ignore_index: int = -100, source_names: Sequence[str] | None = None
+    ) -> None:
         self.num_labels = int(num_labels)
         self.ignore_index = ignore_index
+        self.source_names = None if source_names is None else [str(n) for n in source_names]
+        self._source_position: dict[str, int] | None = None
+        if self.source_names is not None:
+            repeated = sorted({n for n in self.source_names if self.source_names.count(n) > 1})
+            if repeated:
+                raise ValueError(f"source_names must be distinct; repeated: {repeated}")
+            self._source_position = {n: i for i, n in enumerate(self.source_names)}
+
+    def _source_index(self, samples: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+        positions = []
+        for sample in samples:
+            source = sample.get("source")
+            if source not in self._source_position:
+                raise ValueError(
+                    f"sample source {source!r} (index {sample.get('index')}) is not one of the collator's "
+                    f"source_names {self.source_names}"
+                )
+            positions.append(self._source_position[source])
+        return torch.as_tensor(positions, dtype=torch.int64)
 
     def _stack(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         image_labels = torch.zeros(len(samples), self.num_labels, dtype=torch.float32)
@@ -182,7 +228,7 @@ class LarvSegCollator:
                 )
             if ids:
                 image_labels[row, torch.as_tensor(ids, dtype=torch.long)] = 1.0
-        return {
+        batch = {
             "pixel_values": torch.stack(
                 [torch.as_tensor(s["pixel_values"], dtype=torch.float32) for s in samples]
             ),
@@ -197,6 +243,9 @@ class LarvSegCollator:
                 ]
             ),
         }
+        if self._source_position is not None:
+            batch["source_index"] = self._source_index(samples)
+        return batch
 
     def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         groups: dict[tuple[int, int], list[Mapping[str, Any]]] = {}
@@ -310,11 +359,11 @@ def to_common_rows(source: SourceDataset, mapping: VocabularyMapping, num_shards
         raw = raw.add_column("__row__", np.arange(len(raw), dtype=np.int64))
         raw = as_iterable(raw, num_shards)
     columns = raw.column_names
-    name, kind = source.name, source.kind
+    name, label_maps = source.name, source.has_label_maps
 
     def convert(row: dict[str, Any], idx: int) -> dict[str, Any]:
         index = int(row.get("__row__", idx))
-        if kind == "mask":
+        if label_maps:  # mask and weak sources: the label map travels undecoded
             for col in (source.image_column, source.label_column):
                 if col not in row:
                     raise ColumnNotFoundError(
@@ -370,7 +419,7 @@ class LarvSegIterableDataset(torch.utils.data.IterableDataset):
     def sample_from_row(self, row: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         source = self.sources[row["source"]]
         index = row["index"]
-        if source.kind == "mask":
+        if source.has_label_maps:  # mask and weak sources; make_sample builds them by kind
             example = source.decode_row(
                 {source.image_column: row["image"], source.label_column: row["mask"]}, index
             )
@@ -514,4 +563,5 @@ __all__ = [
     "make_sample",
     "mixing_weights",
     "to_common_rows",
+    "unlabelled_value",
 ]

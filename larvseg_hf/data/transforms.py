@@ -106,7 +106,8 @@ def random_crop(
     """Random crop of at most ``crop_size`` (smaller images keep their size; pad later).
 
     ``cat_max_ratio`` (mmseg, 0.75 for ADE20K) retries up to 10 times while one class covers
-    more than that fraction of the labelled pixels of the crop.
+    more than that fraction of the labelled pixels of the crop (negative values, e.g. the unlabelled
+    stand-in of image-level samples, are not classes).
     """
     ch, cw = _hw(crop_size)
     h, w = image.shape[:2]
@@ -118,7 +119,7 @@ def random_crop(
     if cat_max_ratio is not None and cat_max_ratio < 1.0 and mask is not None:
         for _ in range(10):
             crop = mask[top : top + ch, left : left + cw]
-            _, counts = np.unique(crop[crop != ignore_index], return_counts=True)
+            _, counts = np.unique(crop[(crop != ignore_index) & (crop >= 0)], return_counts=True)
             if len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio:
                 break
             top, left = draw()

@@ -34,19 +34,21 @@ def rows_to_check(source: SourceDataset, max_rows: int | None = None) -> int:
 def validate_source(source: SourceDataset, max_rows: int | None = None, *, show_progress: bool = True) -> int:
     """Check a source's first `rows_to_check` rows and return how many were checked.
 
-    Mask sources: every label map is decoded and its ids checked against the dataset's classes, and its
-    size against its image's header (the image pixels are not decoded). Image-level sources: every label
-    cell is looked up (each distinct cell once); images are not read. Raises the LarvSegDataError that
-    training would raise on the row, naming the dataset, the row and the file.
+    Sources with label maps (mask and weak): every label map is decoded and its ids checked against the
+    dataset's classes, and its size against its image's header (the image pixels are not decoded).
+    Other image-level sources: every label cell is looked up (each distinct cell once); images are not
+    read. Raises the LarvSegDataError that training would raise on the row, naming the dataset, the row
+    and the file.
     """
     limit = rows_to_check(source, max_rows)
     if limit == 0:
         return 0
-    columns = [source.image_column, source.label_column] if source.kind == "mask" else [source.label_column]
+    label_maps = source.has_label_maps
+    columns = [source.image_column, source.label_column] if label_maps else [source.label_column]
     rows = itertools.islice(iter(source.raw.select_columns(columns)), limit)
     progress = tqdm(rows, total=limit, desc=f"checking {source.name}", unit="row", disable=not show_progress)
     checked = 0
-    if source.kind == "mask":
+    if label_maps:
         for index, row in enumerate(progress):
             image = row[source.image_column]
             size = image_size(image, dataset=source.name, index=index)
