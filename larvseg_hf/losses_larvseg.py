@@ -11,6 +11,10 @@ Conventions shared by every function here:
 - `pixel_mask` (B, H, W) bool marks the image's own pixels (False on the padding a crop smaller than the
   batch gets); None means every pixel is real. Image-level pooling, attention and bank writes use the
   real pixels only: padding is not part of the image its labels describe.
+- `image_source` (B,) int64 names each image's data source. With it, a loss is averaged over each
+  source's pixels or pairs separately and the sources' means are combined in proportion to their images
+  (`per_source_mean`), as the reference averages per GPU (one dataset each) and then across GPUs;
+  None averages over the whole batch.
 """
 
 from __future__ import annotations
@@ -66,6 +70,26 @@ def mask_norm(
     return gamma * (scores - mean) / torch.sqrt(var + eps) + beta
 
 
+def per_source_mean(
+    values: torch.Tensor, item_image: torch.Tensor, image_source: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean of per-item losses (pixels or pairs): over all items, or with `image_source` the mean within
+    each source weighted by the number of that source's images that have items."""
+    if image_source is None:
+        return values.mean()
+    num_sources = int(image_source.max()) + 1
+    item_source = image_source[item_image]
+    sums = torch.zeros(num_sources, dtype=values.dtype, device=values.device).index_add_(
+        0, item_source, values
+    )
+    counts = torch.bincount(item_source, minlength=num_sources).to(values.dtype)
+    images = torch.zeros(image_source.shape[0], dtype=torch.bool, device=values.device)
+    images[item_image] = True
+    weights = torch.bincount(image_source[images], minlength=num_sources).to(values.dtype)
+    means = sums / counts.clamp(min=1)
+    return (means * weights).sum() / weights.sum()
+
+
 def _excluded(logits: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill(exclude, float("-inf"))
 
@@ -80,15 +104,21 @@ def supervised_loss(
     labels: torch.Tensor,
     class_mask: torch.Tensor | None = None,
     ignore_index: int = -100,
+    image_source: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-pixel cross-entropy; `labels` (B, H, W) hold column indices or `ignore_index`."""
     if logits.shape[-2:] != labels.shape[-2:]:
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} differ in size")
-    if not (labels != ignore_index).any():
+    valid = labels != ignore_index
+    if not valid.any():
         return _zero_loss(logits)
     if class_mask is not None:
         logits = _excluded(logits, ~class_mask[:, :, None, None])
-    return F.cross_entropy(logits, labels, ignore_index=ignore_index)
+    if image_source is None:
+        return F.cross_entropy(logits, labels, ignore_index=ignore_index)
+    losses = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
+    pixel_image = torch.arange(labels.shape[0], device=labels.device)[:, None, None].expand_as(labels)
+    return per_source_mean(losses[valid], pixel_image[valid], image_source)
 
 
 def image_label_pairs(image_targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -129,14 +159,16 @@ def image_level_loss(
     image_targets: torch.Tensor,
     class_mask: torch.Tensor | None = None,
     pixel_mask: torch.Tensor | None = None,
+    image_source: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Baseline image-level loss: mean-pooled logits, one cross-entropy per (image, label) pair,
-    averaged over all pairs."""
+    averaged over the pairs (per source with `image_source`)."""
     pair_image, pair_column, _ = image_label_pairs(image_targets)
     if pair_image.numel() == 0:
         return _zero_loss(logits)
     pooled = masked_mean_pool(logits, pixel_mask)[pair_image]
-    return pooled_pair_cross_entropy(pooled, pair_image, pair_column, image_targets, class_mask).mean()
+    losses = pooled_pair_cross_entropy(pooled, pair_image, pair_column, image_targets, class_mask)
+    return per_source_mean(losses, pair_image, image_source)
 
 
 def standardize(
@@ -162,24 +194,28 @@ def topk_slot_features(
     pair_column: torch.Tensor,
     k: int = 20,
     pixel_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
+    return_counts: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Mean normalised feature of the top-k real pixels of each pair's image by its class's raw score:
-    the one slot that pair enqueues. features (B, d, h, w), scores (B, K, h, w) -> (P, d)."""
+    the one slot that pair enqueues. features (B, d, h, w), scores (B, K, h, w) -> (P, d); with
+    `return_counts` also (P,) the number of pixels averaged (fewer than k on small images)."""
     flat_scores = scores.detach().flatten(2)[pair_image, pair_column]  # (P, X)
     if pixel_mask is not None:
         flat_scores = flat_scores.masked_fill(~pixel_mask.flatten(1)[pair_image], float("-inf"))
-    return _mean_of_top(features, flat_scores, pair_image, k)
+    means, counts = _mean_of_top(features, flat_scores, pair_image, k)
+    return (means, counts) if return_counts else means
 
 
 def _mean_of_top(
     features: torch.Tensor, flat_scores: torch.Tensor, pair_image: torch.Tensor, k: int
-) -> torch.Tensor:
-    """Mean feature of each row's k highest finite scores (fewer when fewer are finite)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean feature of each row's k highest finite scores (fewer when fewer are finite), and how many."""
     top = flat_scores.topk(min(k, flat_scores.shape[-1]), dim=-1)
     weights = torch.isfinite(top.values).to(features.dtype)  # (P, k)
     flat_features = features.detach().flatten(2).transpose(1, 2)  # (B, X, d)
     picked = flat_features[pair_image[:, None], top.indices]  # (P, k, d)
-    return (picked * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
+    counts = weights.sum(1)
+    return (picked * weights[..., None]).sum(1) / counts.clamp(min=1)[:, None], counts
 
 
 def mask_slot_features(
@@ -193,7 +229,7 @@ def mask_slot_features(
     by its raw score, among the pixels its mask gives it (all of them when fewer than k).
 
     features (B, d, h, w), scores (B, K, h, w), column_labels (B, h, w) column ids or ignore_index.
-    Returns (pair column (P,), slot means (P, d)).
+    Returns (pair column (P,), slot means (P, d), pixels averaged per slot (P,)).
     """
     batch, num_columns = scores.shape[:2]
     flat_labels = column_labels.flatten(1)  # (B, X)
@@ -204,7 +240,7 @@ def mask_slot_features(
     pair_image, pair_column = present.nonzero(as_tuple=True)
     inside = flat_labels[pair_image] == pair_column[:, None]  # (P, X)
     flat_scores = scores.detach().flatten(2)[pair_image, pair_column].masked_fill(~inside, float("-inf"))
-    return pair_column, _mean_of_top(features, flat_scores, pair_image, k)
+    return (pair_column, *_mean_of_top(features, flat_scores, pair_image, k))
 
 
 def likely_present(
@@ -233,6 +269,7 @@ def attentive_scores(
     background_suppression: bool = True,
     class_mask: torch.Tensor | None = None,
     pixel_mask: torch.Tensor | None = None,
+    synonym_filter_routes: str = "threshold",
 ) -> torch.Tensor:
     """CA-Cls attention logits (before the sigmoid), standardised over each image's pixels.
 
@@ -246,6 +283,9 @@ def attentive_scores(
         background_suppression: False keeps the foreground score alone (an ablation).
         class_mask: (B, K) columns each image's dataset sampled; background classes come only from these.
         pixel_mask: (B, h, w) real pixels; statistics, top-k and standardisation use only these.
+        synonym_filter_routes: "threshold" drops likely synonyms (standardised maps within
+            `synonym_mse_threshold` in mean squared difference of the foreground) only among background
+            classes found by the score threshold, as the reference; "both" also among an image's other labels.
     Returns:
         (P, h, w): standardise(foreground - mean(background)), or standardise(2 * foreground - 1)
         where no background class survives; 0 on padding. A pair whose class is not usable is the
@@ -268,9 +308,11 @@ def attentive_scores(
     present = likely_present(scores, background_topk, background_threshold, pixel_mask)[pair_image] & ~own
     if image_targets is None:
         candidates = present
+        threshold_route = torch.ones_like(pair_image, dtype=torch.bool)[:, None]
     else:
         others = image_targets.bool()[pair_image] & ~own
-        candidates = torch.where(others.any(1, keepdim=True), others, present)
+        threshold_route = ~others.any(1, keepdim=True)
+        candidates = torch.where(threshold_route, present, others)
     candidates = candidates & bank_usable[None, :] & background_suppression
     if class_mask is not None:
         candidates = candidates & class_mask.bool()[pair_image]
@@ -288,7 +330,8 @@ def attentive_scores(
     cross = torch.einsum("blx,bkx->blk", padded_fg, standardized)[pair_image, pair_rank] / pair_count
     squares = (standardized**2).sum(-1) / count  # (B, K)
     mse = (standardized_fg**2).sum(-1, keepdim=True) / pair_count + squares[pair_image] - 2 * cross  # (P, K)
-    keep = candidates & (mse > synonym_mse_threshold)
+    filtered = threshold_route if synonym_filter_routes == "threshold" else torch.ones_like(threshold_route)
+    keep = candidates & ((mse > synonym_mse_threshold) | ~filtered)
 
     num_kept = keep.sum(1, keepdim=True)
     weights = bank_maps.new_zeros(batch, slots, num_columns)
@@ -318,6 +361,7 @@ def attentive_image_level_loss(
     class_mask: torch.Tensor | None = None,
     valid: torch.Tensor | None = None,
     pixel_mask: torch.Tensor | None = None,
+    image_source: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The image-level loss on attentive logits (logits of every column times the pair's attention).
 
@@ -346,7 +390,8 @@ def attentive_image_level_loss(
         count = weights.sum(1).clamp(min=1)[:, None, None]
     pooled = torch.einsum("bkx,blx->blk", logits.flatten(2), padded) / count
     pooled = pooled[pair_image, pair_rank]  # (P, K)
-    return pooled_pair_cross_entropy(pooled, pair_image, pair_column, image_targets, class_mask).mean()
+    losses = pooled_pair_cross_entropy(pooled, pair_image, pair_column, image_targets, class_mask)
+    return per_source_mean(losses, pair_image, image_source)
 
 
 __all__ = [
@@ -358,6 +403,7 @@ __all__ = [
     "mask_norm",
     "mask_slot_features",
     "masked_mean_pool",
+    "per_source_mean",
     "pooled_pair_cross_entropy",
     "sample_classes",
     "standardize",

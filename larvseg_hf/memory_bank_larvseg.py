@@ -3,8 +3,10 @@
 
 The published bank stores N x M x K x d features; every use of it is a mean cosine similarity
 between a normalised query and the stored features, which equals one dot product with the mean
-of those features. So each slot keeps the mean of its K features: N x M x d values, which at
-21,841 classes, M=20, d=768 is 0.67 GB in float16 instead of 26.8 GB.
+of those features. So each slot keeps the mean of its features and how many there were (fewer than
+K when an image has fewer pixels): N x M x d values, which at 21,841 classes, M=20, d=768 is 0.67 GB
+in float16 instead of 26.8 GB, and the class mean weighs each slot by its count, as a mean over
+every stored feature does.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ class LarvSegMemoryBank(nn.Module):
         self.size = size
         self.warmup = warmup
         self.register_buffer("slots", torch.zeros(num_classes, size, dim, dtype=_DTYPES[dtype]))
+        # Features averaged into each slot. Ones until written: a checkpoint saved before counts existed
+        # loads with equal slot weights, as it was scored then.
+        self.register_buffer("slot_counts", torch.ones(num_classes, size, dtype=torch.int32))
         self.register_buffer("num_writes", torch.zeros(num_classes, dtype=torch.long))
 
     @property
@@ -38,19 +43,30 @@ class LarvSegMemoryBank(nn.Module):
         return self.num_writes[class_ids] >= needed
 
     def class_means(self, class_ids: torch.Tensor) -> torch.Tensor:
-        """Mean of every stored feature of each class (float32, zeros for an empty class)."""
-        filled = self.num_writes[class_ids].clamp(max=self.size).clamp(min=1).to(torch.float32)
-        return self.slots[class_ids].to(torch.float32).sum(1) / filled[:, None]
+        """Mean of every stored feature of each class (float32, zeros for an empty class): the slots'
+        means weighted by how many features each holds."""
+        positions = torch.arange(self.size, device=class_ids.device)
+        written = positions[None, :] < self.num_writes[class_ids, None]  # the ring fills from slot 0
+        weights = self.slot_counts[class_ids].to(torch.float32) * written
+        summed = torch.einsum("cm,cmd->cd", weights, self.slots[class_ids].to(torch.float32))
+        return summed / weights.sum(1, keepdim=True).clamp(min=1)
 
     @torch.no_grad()
-    def enqueue(self, class_ids: torch.Tensor, slot_means: torch.Tensor) -> None:
-        """Write one slot per row, oldest first out. Under torch.distributed every process must call
-        this each step (possibly with no rows): rows are gathered so all banks stay identical."""
-        class_ids, slot_means = _gather_across_processes(class_ids.long(), slot_means.detach().float())
+    def enqueue(
+        self, class_ids: torch.Tensor, slot_means: torch.Tensor, slot_counts: torch.Tensor | None = None
+    ) -> None:
+        """Write one slot per row (the mean of `slot_counts` features; 1 when not given), oldest first
+        out. Under torch.distributed every process must call this each step (possibly with no rows):
+        rows are gathered so all banks stay identical."""
+        if slot_counts is None:
+            slot_counts = torch.ones(class_ids.numel(), device=slot_means.device)
+        rows = torch.cat([slot_means.detach().float(), slot_counts.detach().float()[:, None]], 1)
+        class_ids, rows = _gather_across_processes(class_ids.long(), rows)
+        slot_means, slot_counts = rows[:, :-1], rows[:, -1].round().to(torch.int32)
         if class_ids.numel() == 0:
             return
         order = torch.sort(class_ids, stable=True).indices
-        class_ids, slot_means = class_ids[order], slot_means[order]
+        class_ids, slot_means, slot_counts = class_ids[order], slot_means[order], slot_counts[order]
         unique, counts = torch.unique_consecutive(class_ids, return_counts=True)
         starts = torch.cumsum(counts, 0) - counts
         rank = torch.arange(class_ids.numel(), device=class_ids.device) - torch.repeat_interleave(
@@ -61,6 +77,7 @@ class LarvSegMemoryBank(nn.Module):
         keep = rank >= total - self.size
         position = (self.num_writes[class_ids] + rank) % self.size
         self.slots[class_ids[keep], position[keep]] = slot_means[keep].to(self.slots.dtype)
+        self.slot_counts[class_ids[keep], position[keep]] = slot_counts[keep]
         self.num_writes.index_add_(0, unique, counts)
 
     def extra_repr(self) -> str:

@@ -47,6 +47,9 @@ class LarvSegSemanticSegmenterOutput(SemanticSegmenterOutput):
         Mask-normed scores at feature resolution; column j is vocabulary id `class_ids[j]`.
     class_ids (`torch.LongTensor` of shape `(num_columns,)`):
         Vocabulary id of each logits column (all ids, the requested subset, or the classes sampled in training).
+    class_mask (`torch.BoolTensor` of shape `(batch_size, num_columns)`, *optional*):
+        In training, the columns each sample's softmax and mask norm use (its source's sampled classes);
+        None when every sample uses every column.
     features (`torch.FloatTensor` of shape `(batch_size, head_hidden_size, height, width)`):
         Detached L2-normalised pixel features z.
     scores (`torch.FloatTensor` of shape `(batch_size, num_columns, height, width)`):
@@ -56,6 +59,7 @@ class LarvSegSemanticSegmenterOutput(SemanticSegmenterOutput):
     """
 
     class_ids: torch.LongTensor | None = None
+    class_mask: torch.BoolTensor | None = None
     features: torch.FloatTensor | None = None
     scores: torch.FloatTensor | None = None
     supervised_loss: torch.FloatTensor | None = None
@@ -138,11 +142,13 @@ class LarvSegPreTrainedModel(PreTrainedModel):
             init.zeros_(module.mask_norm_beta)
             # Non-persistent, so from_pretrained leaves it as uninitialised memory: rebuild it from the config.
             init.copy_(module.base_mask, _base_mask(self.config, module.base_mask.device))
+            init.copy_(module.source_pools, _source_pools(self.config, module.source_pools.device))
             # Loading replaces parameters with fresh requires_grad=True ones; the config says whether E is frozen.
             module.class_embeddings.requires_grad_(not self.config.freeze_class_embeddings)
         elif isinstance(module, LarvSegMemoryBank):
             init.zeros_(module.slots)
             init.zeros_(module.num_writes)
+            init.ones_(module.slot_counts)
 
 
 class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
@@ -175,6 +181,7 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         )
         # Derived from the config, so rebuilt (in _init_weights) rather than saved.
         self.register_buffer("base_mask", _base_mask(config), persistent=False)
+        self.register_buffer("source_pools", _source_pools(config), persistent=False)
         self.post_init()
 
     # ----------------------------------------------------------------------------------------- vocabulary
@@ -323,43 +330,55 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             )
 
     def _training_columns(
-        self, labels: torch.Tensor | None, image_labels: torch.Tensor | None, batch: int
+        self,
+        labels: torch.Tensor | None,
+        image_labels: torch.Tensor | None,
+        batch: int,
+        source_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Class sampling: `num_sampled_classes` per step, every present class kept.
+        """Class sampling: up to `num_sampled_classes` columns per group of samples, every present class kept.
 
-        With `config.mask_negatives_from_base_only` (the paper: each dataset samples from its own
-        vocabulary) mask samples draw negatives from the base pool only; by default they draw from the
-        whole vocabulary, so novel classes are pushed down on mask-labelled pixels (see the config)."""
-        num_labels, device = self.config.num_labels, self.class_embeddings.device
+        Groups are the sources of `source_index` when `config.per_source_columns` and the config knows the
+        sources' vocabularies: each draws from its own vocabulary, as each GPU of the reference holds one
+        dataset. Otherwise mask and image-level samples form two groups drawing from the whole vocabulary.
+        Returns (columns, class_mask (B, K): the columns each sample's softmax and mask norm use), or
+        (all ids, None) when every sample may use every class."""
+        config, device = self.config, self.class_embeddings.device
+        present = torch.zeros(batch, config.num_labels, dtype=torch.bool, device=device)  # per sample
         is_mask = torch.zeros(batch, dtype=torch.bool, device=device)
-        present_mask = torch.zeros(num_labels, dtype=torch.bool, device=device)
         if labels is not None:
-            valid = labels != self.config.ignore_index
+            valid = labels != config.ignore_index
             is_mask = valid.flatten(1).any(1)
-            present_mask[labels[valid]] = True
-        present_image = torch.zeros(num_labels, dtype=torch.bool, device=device)
-        is_image = torch.zeros(batch, dtype=torch.bool, device=device)
+            rows = torch.arange(batch, device=device)[:, None, None].expand_as(labels)
+            present[rows[valid], labels[valid]] = True
         if image_labels is not None:
-            hot = image_labels > 0
-            is_image = hot.any(1)
-            present_image = hot.any(0)
-        base_only = self.config.mask_negatives_from_base_only and bool(self.base_mask.any())
-        if num_labels <= self.config.num_sampled_classes and not base_only:
-            return torch.arange(num_labels, device=device), None
-        groups, group_columns = [], []
-        if is_mask.any() or not is_image.any():
-            pool = self.base_mask if base_only else None
-            groups.append(is_mask | ~is_image)
-            group_columns.append(sample_classes(present_mask, self.config.num_sampled_classes, pool))
-        if is_image.any():
-            groups.append(is_image & ~is_mask)
-            group_columns.append(sample_classes(present_image, self.config.num_sampled_classes))
+            present |= image_labels > 0
+        pools = self.source_pools if config.per_source_columns and source_index is not None else None
+        if pools is not None and pools.shape[0] > 0:
+            if int(source_index.max()) >= pools.shape[0] or int(source_index.min()) < 0:
+                raise ValueError(
+                    f"source_index holds {source_index.unique().tolist()}, but the config names "
+                    f"{pools.shape[0]} sources: {list(config.source_vocabularies)}"
+                )
+            group_of = source_index.to(device)
+            group_pools = pools
+        else:
+            if config.num_labels <= config.num_sampled_classes:
+                return torch.arange(config.num_labels, device=device), None
+            group_of = (~is_mask).long()  # 0: mask samples (and samples without labels), 1: image-level
+            group_pools = None
+        groups = group_of.unique()
+        group_columns = [  # one draw per source present (a handful), not per sample or class
+            sample_classes(
+                present[group_of == g].any(0),
+                config.num_sampled_classes,
+                None if group_pools is None else group_pools[g],
+            )
+            for g in groups.tolist()
+        ]
         columns = torch.cat(group_columns).unique()
-        class_mask = torch.zeros(batch, columns.numel(), dtype=torch.bool, device=device)
-        for rows, ids in zip(
-            groups, group_columns, strict=True
-        ):  # at most two groups: mask data and image data
-            class_mask |= rows[:, None] & torch.isin(columns, ids)[None, :]
+        allowed = torch.stack([torch.isin(columns, ids) for ids in group_columns])  # (G, K)
+        class_mask = allowed[torch.searchsorted(groups, group_of)]
         return columns, class_mask
 
     # ----------------------------------------------------------------------------------------- forward
@@ -372,6 +391,7 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         class_ids: Sequence[int | str] | torch.Tensor | None = None,
         coseg: bool = False,
         pixel_mask: torch.Tensor | None = None,
+        source_index: torch.LongTensor | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> LarvSegSemanticSegmenterOutput | tuple:
@@ -387,6 +407,10 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         pixel_mask (`torch.Tensor` of shape `(batch_size, height, width)`, *optional*):
             1 for the image's own pixels, 0 for padding. Image-level losses and memory-bank writes use only
             the image's pixels. Defaults to all ones.
+        source_index (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Each sample's training source, an index into `config.source_vocabularies`: with
+            `config.per_source_columns` each source's samples see their source's own classes, and with
+            `config.per_source_losses` every loss is averaged per source (see the config).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         self._check_inputs(pixel_values, labels, image_labels, pixel_mask)
@@ -397,7 +421,7 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         if class_ids is not None:
             columns = self.resolve_class_ids(class_ids)
         elif self.training and has_targets:
-            columns, class_mask = self._training_columns(labels, image_labels, batch)
+            columns, class_mask = self._training_columns(labels, image_labels, batch, source_index)
         else:
             columns = torch.arange(self.config.num_labels, device=self.class_embeddings.device)
 
@@ -411,14 +435,25 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
 
         loss = terms = None
         if has_targets:
+            image_source = source_index if self.config.per_source_losses else None
             loss, terms = self._losses(
-                pixel_values, logits, features, scores, columns, class_mask, labels, image_labels, pixel_mask
+                pixel_values,
+                logits,
+                features,
+                scores,
+                columns,
+                class_mask,
+                labels,
+                image_labels,
+                pixel_mask,
+                image_source,
             )
 
         output = LarvSegSemanticSegmenterOutput(
             loss=loss,
             logits=logits,
             class_ids=columns,
+            class_mask=class_mask,
             features=features.detach(),
             scores=scores.detach(),
             **(terms or {}),
@@ -426,7 +461,17 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     def _losses(
-        self, pixel_values, logits, features, scores, columns, class_mask, labels, image_labels, pixel_mask
+        self,
+        pixel_values,
+        logits,
+        features,
+        scores,
+        columns,
+        class_mask,
+        labels,
+        image_labels,
+        pixel_mask,
+        image_source=None,
     ):
         config = self.config
         rate = config.loss_downsample_rate
@@ -437,7 +482,7 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
 
         # Bank writes of this step, enqueued together after the losses: the gather across processes is a
         # collective, and every pair is scored against the bank as it was before this step.
-        writes: list[tuple[torch.Tensor, torch.Tensor]] = []
+        writes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (column, slot mean, pixels)
         if labels is not None:
             # Vocabulary id -> column; ids outside this step's columns cannot occur (present ids are always kept).
             to_column = torch.full(
@@ -448,7 +493,7 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             full_column_labels = torch.where(valid, to_column[labels.clamp(min=0)], labels)[:, None].float()
             column_labels = F.interpolate(full_column_labels, size, mode="nearest")[:, 0].long()
             terms["supervised_loss"] = supervised_loss(
-                upsampled, column_labels, class_mask, config.ignore_index
+                upsampled, column_labels, class_mask, config.ignore_index, image_source
             )
             if self.training and config.attentive_loss_weight > 0 and config.memory_bank_from_masks:
                 feature_labels = F.interpolate(full_column_labels, features.shape[-2:], mode="nearest")[:, 0]
@@ -467,18 +512,20 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
                     for shape in (size, features.shape[-2:])
                 )
             terms["image_level_loss"] = image_level_loss(
-                upsampled, targets, class_mask, None if real is None else real[0]
+                upsampled, targets, class_mask, None if real is None else real[0], image_source
             )
             if config.attentive_loss_weight > 0:
                 terms["attentive_loss"], pair_writes = self._attentive_loss(
-                    upsampled, features, scores, columns, class_mask, targets, real
+                    upsampled, features, scores, columns, class_mask, targets, real, image_source
                 )
                 if pair_writes is not None:
                     writes.append(pair_writes)
 
         if writes:
             self.memory_bank.enqueue(
-                columns[torch.cat([column for column, _ in writes])], torch.cat([slot for _, slot in writes])
+                columns[torch.cat([column for column, _, _ in writes])],
+                torch.cat([slot for _, slot, _ in writes]),
+                torch.cat([count for _, _, count in writes]),
             )
 
         loss = (
@@ -489,10 +536,10 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         return loss, {name: value.detach() for name, value in terms.items()}
 
     def _attentive_loss(
-        self, upsampled, features, scores, columns, class_mask, targets, real=None
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
-        """CA-Cls loss and, in training, the (column, slot mean) of each image-level pair for the caller to
-        enqueue. `real`: the image's own pixels at loss and at feature resolution, or None for all."""
+        self, upsampled, features, scores, columns, class_mask, targets, real=None, image_source=None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
+        """CA-Cls loss and, in training, the (column, slot mean, pixels averaged) of each image-level pair
+        for the caller to enqueue. `real`: the image's own pixels at loss and at feature resolution, or None for all."""
         config = self.config
         real_loss, real_features = (None, None) if real is None else real
         pair_image, pair_column, pair_rank = image_label_pairs(targets)
@@ -515,14 +562,21 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             class_mask,
             valid=usable[pair_column],
             pixel_mask=real_loss,
+            image_source=image_source,
         )
         if not self.training:
             return loss, None  # evaluation scores with the bank but never writes to it
         # Enqueued by the caller after scoring, so attention mines other images' features, never this one's.
-        slot_means = topk_slot_features(
-            features, scores, pair_image, pair_column, config.memory_bank_topk, real_features
+        slot_means, slot_counts = topk_slot_features(
+            features,
+            scores,
+            pair_image,
+            pair_column,
+            config.memory_bank_topk,
+            real_features,
+            return_counts=True,
         )
-        return loss, (pair_column, slot_means)
+        return loss, (pair_column, slot_means, slot_counts)
 
     def _coseg_attention(self, features, scores, columns) -> torch.Tensor:
         """Attention logits (B, K, h, w) for every (image, column) whose class has a usable bank; 0 elsewhere
@@ -560,6 +614,7 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             background_topk=config.background_topk,
             background_threshold=config.background_score_threshold,
             synonym_mse_threshold=config.synonym_mse_threshold,
+            synonym_filter_routes=config.synonym_filter_routes,
             background_suppression=config.background_suppression,
             class_mask=class_mask,
             pixel_mask=pixel_mask,
@@ -626,6 +681,15 @@ def _unreadable_weight_files(pretrained_model_name_or_path) -> list[str]:
         except (SafetensorError, OSError):
             unreadable.append(str(candidate))
     return unreadable
+
+
+def _source_pools(config: LarvSegConfig, device: torch.device | str | None = None) -> torch.Tensor:
+    """(S, num_labels) bool: row s is the vocabulary of source s of config.source_vocabularies."""
+    vocabularies = list((config.source_vocabularies or {}).values())
+    pools = torch.zeros(len(vocabularies), config.num_labels, dtype=torch.bool, device=device)
+    for row, ids in enumerate(vocabularies):  # config parsing: once per source
+        pools[row, list(ids)] = True
+    return pools
 
 
 def _base_mask(config: LarvSegConfig, device: torch.device | str | None = None) -> torch.Tensor:

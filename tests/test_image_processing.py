@@ -467,9 +467,14 @@ def test_call_time_size_and_do_resize_override_the_configured_ones():
     assert processor(image, size=48)["pixel_values"].shape[-2:] == (48, 48)
     assert processor(image, size={"shortest_edge": 16})["pixel_values"].shape[-2:] == (16, 24)
     assert processor(image, do_resize=False)["pixel_values"].shape[-2:] == (40, 56)
-    assert processor(image, size={"height": 30, "width": 30}, size_divisor=10)["pixel_values"].shape[-2:] == (30, 30)
+    assert processor(image, size={"height": 30, "width": 30}, size_divisor=10)["pixel_values"].shape[-2:] == (
+        30,
+        30,
+    )
     # A call never changes the processor.
-    assert processor.size == {"height": 32, "width": 32} and processor.do_resize and processor.size_divisor == 8
+    assert (
+        processor.size == {"height": 32, "width": 32} and processor.do_resize and processor.size_divisor == 8
+    )
 
 
 @pytest.mark.parametrize(

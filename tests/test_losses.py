@@ -207,16 +207,22 @@ def test_mask_slot_features_matches_loop():
     labels[0, 0, :3] = -100
     labels[1, 3, 4] = 4  # a class with a single pixel
     for k in (1, 3, 20):  # 20 > every class's pixel count: all of them
-        columns, slots = mask_slot_features(features, scores, labels, k)
+        columns, slots, counts = mask_slot_features(features, scores, labels, k)
         reference = ref_mask_slot_features(features, scores, labels, k)
         assert columns.tolist() == [c for c, _ in reference]
         torch.testing.assert_close(slots, torch.stack([slot for _, slot in reference]), atol=TOL, rtol=0)
+        assert counts.tolist() == [
+            min(k, int((labels[b] == c).sum()))
+            for b in range(2)
+            for c in labels[b].unique().tolist()
+            if c >= 0
+        ]
 
 
 def test_mask_slot_features_of_image_level_samples_is_empty():
     features = normalized(2, 8, 4, 5, dim=1, g=gen(6))
-    columns, slots = mask_slot_features(features, torch.rand(2, 3, 4, 5), torch.full((2, 4, 5), -100))
-    assert columns.shape == (0,) and slots.shape == (0, 8)
+    columns, slots, counts = mask_slot_features(features, torch.rand(2, 3, 4, 5), torch.full((2, 4, 5), -100))
+    assert columns.shape == (0,) and slots.shape == (0, 8) and counts.shape == (0,)
 
 
 def test_topk_slot_features_ignores_padding():
@@ -236,6 +242,37 @@ def test_topk_slot_features_ignores_padding():
             ]
         )
         torch.testing.assert_close(out, ref, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("size", [(6, 6), (6, 7), (8, 8)])  # 36 < 40, 42 just > 40, 64 > 40 pixels
+def test_topk_slot_features_with_k40(size):
+    """K = 40 (the A150 / IN-124 presets, REFERENCE_IMPL 4) on maps with fewer or just more pixels than K,
+    and with padding leaving 39 or 41 real pixels."""
+    g = gen(8)
+    features = normalized(2, 8, *size, dim=1, g=g)
+    scores = torch.rand(2, 4, *size, generator=g, dtype=torch.float64) * 2 - 1
+    real = torch.ones(2, *size, dtype=torch.bool)
+    flat = real[1].view(-1)
+    flat[39 if flat.numel() > 42 else flat.numel() - 3 :] = False  # image 1: 39 (or 33, 39) real pixels
+    if size == (6, 7):
+        flat[:] = True
+        flat[41:] = False  # 41 real: just more than 40
+    scores = scores.masked_fill(~real[:, None], 5.0)
+    targets = multi_hot([[0, 3], [1, 2]], 4)
+    pair_image, pair_column, _ = image_label_pairs(targets)
+    for mask in (None, real):
+        out = topk_slot_features(features, scores, pair_image, pair_column, 40, mask)
+        ref = torch.stack(
+            [
+                ref_topk_pixel_features(
+                    features[b], scores[b, col], 40, None if mask is None else mask[b].tolist()
+                ).mean(0)
+                for b, col in zip(pair_image.tolist(), pair_column.tolist(), strict=True)
+            ]
+        )
+        torch.testing.assert_close(out, ref, atol=TOL, rtol=0)
+    picked = ref_topk_pixel_features(features[1], scores[1, 1], 40, real[1].tolist())
+    assert picked.shape[0] == min(40, int(real[1].sum()))
 
 
 # ----------------------------------------------------------------------------------------- class sampling
@@ -271,6 +308,83 @@ def test_sample_classes_size_pool_and_determinism():
     assert free.numel() == 12 and {2, 5, 33} <= set(free.tolist())
 
 
+# ----------------------------------------------------------------------------------------- per source
+
+# Images 0, 1: source 0; image 2: source 1; images 3, 4: source 2 (REFERENCE_IMPL "differs" 3).
+IMAGE_SOURCE = torch.tensor([0, 0, 1, 2, 2])
+
+
+def source_weighted(means: dict[int, float], weights: dict[int, int]) -> float:
+    return sum(weights[s] * means[s] for s in means) / sum(weights[s] for s in means)
+
+
+def test_supervised_loss_per_source_matches_reference():
+    g = gen(20)
+    logits = torch.randn(5, 4, 4, 5, generator=g, dtype=torch.float64) * 2
+    labels = torch.randint(0, 4, (5, 4, 5), generator=g)
+    labels[0, :3] = -100  # image 0: 5 labelled pixels, image 1: 20
+    labels[2, :, :2] = -100
+    labels[4] = -100  # image 4 has no labelled pixel: source 2 counts one image
+    class_mask = torch.ones(5, 4, dtype=torch.bool)
+    out = supervised_loss(logits, labels, class_mask, -100, IMAGE_SOURCE)
+    ref = ref_supervised_loss(logits, labels, class_mask.tolist(), -100, IMAGE_SOURCE.tolist())
+    assert abs(float(out) - ref) < TOL, (float(out), ref)
+    # The rule, spelled out: per-source means weighted by their images with labelled pixels (2, 1, 1).
+    means = {
+        s: ref_supervised_loss(logits[rows], labels[rows]) for s, rows in enumerate([[0, 1], [2], [3, 4]])
+    }
+    assert abs(ref - source_weighted(means, {0: 2, 1: 1, 2: 1})) < 1e-12
+    # Distinguishable from one mean over all pixels, from weighting every image of a source, and from equal
+    # source weights.
+    for wrong in (
+        ref_supervised_loss(logits, labels),
+        source_weighted(means, {0: 2, 1: 1, 2: 2}),
+        source_weighted(means, {0: 1, 1: 1, 2: 1}),
+    ):
+        assert abs(ref - wrong) > 1e-3
+
+
+def test_image_level_loss_per_source_matches_reference():
+    g = gen(21)
+    logits = torch.randn(5, 6, 3, 4, generator=g, dtype=torch.float64) * 2
+    labels = [[0], [1, 2, 5], [], [3], [4, 0]]  # image 2 has no pair: source 1 does not count
+    class_mask = torch.tensor(
+        [[1, 1, 1, 0, 1, 1], [1, 1, 1, 0, 1, 1], [1, 0, 1, 1, 1, 0], [1, 1, 0, 1, 1, 1], [1, 1, 0, 1, 1, 1]],
+        dtype=torch.bool,
+    )
+    out = image_level_loss(logits, multi_hot(labels, 6), class_mask, None, IMAGE_SOURCE)
+    ref = ref_image_level_loss(logits, labels, class_mask.tolist(), None, IMAGE_SOURCE.tolist())
+    assert abs(float(out) - ref) < TOL, (float(out), ref)
+    means = {
+        0: ref_image_level_loss(logits[:2], labels[:2], class_mask[:2].tolist()),
+        2: ref_image_level_loss(logits[3:], labels[3:], class_mask[3:].tolist()),
+    }
+    assert abs(ref - source_weighted(means, {0: 2, 2: 2})) < 1e-12
+    # One mean over the 7 pairs (4 of them in source 0) is another number.
+    assert abs(ref - ref_image_level_loss(logits, labels, class_mask.tolist())) > 1e-3
+
+
+def test_attentive_loss_per_source_counts_images_with_usable_pairs():
+    g = gen(22)
+    features = normalized(5, 8, 4, 4, dim=1, g=g)
+    scores = (torch.rand(5, len(COLUMNS), 4, 4, generator=g, dtype=torch.float64) - 0.5) * 0.4
+    logits = torch.randn(5, len(COLUMNS), 8, 8, generator=g, dtype=torch.float64) * 2
+    slots = {int(c): random_slots(2, 4, 8, g) for c in COLUMNS}
+    slots[4] = random_slots(1, 4, 8, g)  # column 4 (class 4): one write, not usable
+    full, compact = build_banks(slots, 8, size=2, warmup=1)
+    labels = [[0, 1], [2], [4], [3, 0, 2], [4]]  # images 2 and 4 have no usable pair
+    loss, records = check_against_reference(
+        logits, features, scores, full, compact, COLUMNS, labels, image_source=IMAGE_SOURCE
+    )
+    used = [(r["image"], r["loss"]) for r in records if r["used"]]
+    assert {b for b, _ in used} == {0, 1, 3}
+    mean = {s: [v for b, v in used if int(IMAGE_SOURCE[b]) == s] for s in (0, 2)}
+    means = {s: sum(v) / len(v) for s, v in mean.items()}
+    assert abs(loss - source_weighted(means, {0: 2, 2: 1})) < 1e-9  # source 2: image 3 only
+    assert abs(loss - source_weighted(means, {0: 2, 2: 2})) > 1e-3
+    assert abs(loss - sum(v for _, v in used) / len(used)) > 1e-3
+
+
 # ----------------------------------------------------------------------------------------- CA-Cls
 
 
@@ -301,13 +415,32 @@ def random_slots(count: int, topk: int, dim: int, g: torch.Generator) -> list[to
 
 
 def implementation_loss(
-    logits, features, scores, bank, columns, targets, class_mask=None, real_features=None, real=None, **kwargs
+    logits,
+    features,
+    scores,
+    bank,
+    columns,
+    targets,
+    class_mask=None,
+    real_features=None,
+    real=None,
+    image_source=None,
+    **kwargs,
 ):
     """The model's `_attentive_loss` pipeline on the public functions."""
     means, usable = bank.class_means(columns), bank.usable(columns)
     pair_image, pair_column, pair_rank = image_label_pairs(targets)
     maps = attentive_scores(
-        features, scores, means, usable, pair_image, pair_column, targets, pixel_mask=real_features, **kwargs
+        features,
+        scores,
+        means,
+        usable,
+        pair_image,
+        pair_column,
+        targets,
+        class_mask=class_mask,
+        pixel_mask=real_features,
+        **kwargs,
     )
     attention = maps
     if maps.shape[-2:] != logits.shape[-2:]:
@@ -324,6 +457,7 @@ def implementation_loss(
         class_mask,
         valid=usable[pair_column],
         pixel_mask=real,
+        image_source=image_source,
     )
     return loss, maps, list(zip(pair_image.tolist(), pair_column.tolist(), strict=True))
 
@@ -343,11 +477,22 @@ def check_against_reference(
     class_mask=None,
     real_features=None,
     real=None,
+    image_source=None,
     **kwargs,
 ):
     targets = multi_hot(labels, len(columns))
     loss, maps, pairs = implementation_loss(
-        logits, features, scores, compact, columns, targets, class_mask, real_features, real, **kwargs
+        logits,
+        features,
+        scores,
+        compact,
+        columns,
+        targets,
+        class_mask,
+        real_features,
+        real,
+        image_source,
+        **kwargs,
     )
     ref, records = ref_attentive_loss(
         logits,
@@ -356,17 +501,27 @@ def check_against_reference(
         full,
         columns.tolist(),
         labels,
-        class_mask,
+        _lists(class_mask),
         _lists(real_features),
         _lists(real),
+        _lists(image_source),
         **kwargs,
     )
     assert abs(loss.item() - ref) < TOL, (loss.item(), ref)
     for p, (b, col) in enumerate(pairs):
         if full.usable(int(columns[col])):
             own = None if real_features is None else real_features[b].tolist()
+            allowed = None if class_mask is None else class_mask[b].tolist()
             grid, _ = ref_attention_map(
-                features[b], scores[b], full, columns.tolist(), col, labels[b], real=own, **kwargs
+                features[b],
+                scores[b],
+                full,
+                columns.tolist(),
+                col,
+                labels[b],
+                real=own,
+                allowed=allowed,
+                **kwargs,
             )
             torch.testing.assert_close(maps[p], torch.tensor(grid, dtype=torch.float64), atol=TOL, rtol=0)
     return loss.item(), records
@@ -384,17 +539,29 @@ def ca_inputs(seed: int, dim: int = 8, size: tuple[int, int] = (4, 4), loss_size
     return g, features, scores, logits
 
 
-def test_attentive_loss_with_other_image_labels():
+@pytest.mark.parametrize("routes", ["threshold", "both"])
+def test_attentive_loss_with_other_image_labels(routes):
     g, features, scores, logits = ca_inputs(10)
     slots = {int(c): random_slots(3, 4, 8, g) for c in COLUMNS}  # 3 writes > M=2: wrapped
     full, compact = build_banks(slots, 8, size=2, warmup=1)
     labels = [[0, 2, 4], [1, 3]]
-    loss, records = check_against_reference(logits, features, scores, full, compact, COLUMNS, labels)
+    args = (logits, features, scores, full, compact, COLUMNS, labels)
+    loss, records = check_against_reference(*args, synonym_filter_routes=routes)
     assert all(r["used"] and r["route"] == "labels" for r in records)
     assert any(r["kept"] for r in records) and loss > 0
+    if routes == "threshold":  # the authors: every other label is background, no synonym filter
+        assert all(r["synonyms"] == [] and r["kept"] == r["candidates"] for r in records)
+    else:
+        assert any(r["synonyms"] for r in records)
+    # The two settings differ here (some labelled background is within the MSE threshold).
+    other = "both" if routes == "threshold" else "threshold"
+    wrong, _ = ref_attentive_loss(
+        logits, features, scores, full, COLUMNS.tolist(), labels, synonym_filter_routes=other
+    )
+    assert abs(wrong - loss) > 1e-4
     # Same resolution (no upsampling) and a class_mask.
     class_mask = torch.tensor([[1, 1, 1, 0, 1], [1, 1, 0, 1, 1]], dtype=torch.bool)
-    check_against_reference(logits[..., :4, :4], features, scores, full, compact, COLUMNS, labels, class_mask)
+    check_against_reference(logits[..., :4, :4], *args[1:], class_mask, synonym_filter_routes=routes)
 
 
 @pytest.mark.parametrize("labels", [[[0, 2, 4], [1, 3]], [[0], [3]]])  # labels route; threshold route
@@ -450,6 +617,7 @@ def test_attentive_loss_threshold_route_without_other_labels():
 
 
 def test_attentive_loss_mse_synonym_filter_drops_a_near_copy():
+    """With routes="both" the filter also runs on an image's other labels (the package's option)."""
     g, features, scores, logits = ca_inputs(12)
     slots = {int(c): random_slots(2, 4, 8, g) for c in COLUMNS}
     noise = random_slots(2, 4, 8, g)
@@ -459,16 +627,87 @@ def test_attentive_loss_mse_synonym_filter_drops_a_near_copy():
     slots[3] = [-s for s in slots[6]]  # column 2 = -column 0: kept
     full, compact = build_banks(slots, 8, size=2, warmup=1)
     labels = [[0, 1, 2], [0, 3]]
-    loss, records = check_against_reference(logits, features, scores, full, compact, COLUMNS, labels)
+    args = (logits, features, scores, full, compact, COLUMNS, labels)
+    loss, records = check_against_reference(*args, synonym_filter_routes="both")
     by_pair = {(r["image"], r["label"]): r for r in records}
     assert by_pair[(0, 0)]["synonyms"] == [1] and by_pair[(0, 0)]["kept"] == [2]
     assert by_pair[(0, 1)]["synonyms"] == [0] and by_pair[(0, 1)]["kept"] == [2]
     assert by_pair[(0, 2)]["kept"] == [0, 1]
-    # Without the filter the near-copy would be subtracted and the loss would change.
-    unfiltered, _ = check_against_reference(
-        logits, features, scores, full, compact, COLUMNS, labels, synonym_mse_threshold=-1.0
-    )
+    # Without the filter the near-copy would be subtracted and the loss would change ...
+    unfiltered, _ = check_against_reference(*args, synonym_filter_routes="both", synonym_mse_threshold=-1.0)
     assert abs(unfiltered - loss) > 1e-4
+    # ... which is what the authors' setting does with labelled background (REFERENCE_IMPL "differs" 1).
+    authors, records = check_against_reference(*args)
+    by_pair = {(r["image"], r["label"]): r for r in records}
+    assert by_pair[(0, 0)]["kept"] == [1, 2] and by_pair[(0, 1)]["kept"] == [0, 2]
+    assert abs(authors - unfiltered) < TOL
+
+
+@pytest.mark.parametrize("routes", ["threshold", "both"])
+def test_attentive_loss_distinct_background_banks_on_both_routes(routes):
+    """Several usable, distinct background banks on the threshold route; column 1 is a near-copy of column 0's
+    bank: dropped as a synonym on the threshold route (image 0, labelled 0 only), kept as labelled background
+    on the labels route (image 1, labelled 0 and 1) unless routes="both".
+
+    With the copy as the only background, fg - bg is near zero, noise that standardisation blows up; with
+    other background classes as well, a copy of the foreground in the mean only rescales
+    fg - mean(bg) = ((n - 1) / n) (fg - mean(others)), which standardisation removes."""
+    g, features, scores, logits = ca_inputs(15)
+    slots = {int(c): random_slots(2, 4, 8, g) for c in COLUMNS}
+    noise = random_slots(2, 4, 8, g)
+    slots[1] = [F.normalize(s + 0.01 * n, dim=-1) for s, n in zip(slots[6], noise, strict=True)]
+    slots[3] = [-s for s in slots[6]]  # column 2: anti-correlated with column 0, never a synonym
+    slots[4] = [F.normalize(-s + 0.5 * n, dim=-1) for s, n in zip(slots[6], noise, strict=True)]  # column 4
+    full, compact = build_banks(slots, 8, size=2, warmup=1)
+    scores[0, 1, :2, :3] = 0.6  # image 0: columns 1, 2, 4 likely present
+    scores[0, 2, 2:, 1:] = 0.5
+    scores[0, 4, 1, :] = 0.7
+    labels = [[0], [0, 1]]
+    args = (logits, features, scores, full, compact, COLUMNS, labels)
+    _, records = check_against_reference(*args, synonym_filter_routes=routes)
+    by_pair = {(r["image"], r["label"]): r for r in records}
+    threshold_pair = by_pair[(0, 0)]
+    assert threshold_pair["route"] == "threshold" and threshold_pair["candidates"] == [1, 2, 4]
+    assert threshold_pair["synonyms"] == [1] and threshold_pair["kept"] == [2, 4]
+    labels_pair = by_pair[(1, 0)]
+    assert labels_pair["route"] == "labels" and labels_pair["mse"][1] < 0.1
+    assert labels_pair["kept"] == ([1] if routes == "threshold" else [])
+    # The background means are of distinct banks (and column 1 a near-copy of column 0).
+    means = compact.class_means(COLUMNS)
+    assert (means[2] - means[4]).norm() > 0.1 and (means[0] - means[1]).norm() < 0.05
+    # The other setting gives another attention map for the labels-route pair (image 1, label 0).
+    other = "both" if routes == "threshold" else "threshold"
+    grid, _ = ref_attention_map(
+        features[1], scores[1], full, COLUMNS.tolist(), 0, labels[1], synonym_filter_routes=other
+    )
+    maps = implementation_loss(
+        logits, features, scores, compact, COLUMNS, multi_hot(labels, 5), synonym_filter_routes=routes
+    )[1]
+    assert (maps[1] - torch.tensor(grid, dtype=torch.float64)).abs().max() > 0.1
+
+
+def test_attentive_loss_threshold_route_only_among_the_sources_columns():
+    """The threshold route looks for background among the classes of the image's forward pass: with
+    per-source columns, its class_mask row (REFERENCE_IMPL "differs" 2)."""
+    g, features, scores, logits = ca_inputs(16)
+    slots = {int(c): random_slots(2, 4, 8, g) for c in COLUMNS}
+    noise = random_slots(2, 4, 8, g)
+    slots[3] = [-s for s in slots[6]]  # column 2: anti-correlated with column 0, kept
+    slots[0] = [F.normalize(-s + 0.7 * n, dim=-1) for s, n in zip(slots[6], noise, strict=True)]  # column 3
+    full, compact = build_banks(slots, 8, size=2, warmup=1)
+    scores[0, 2, :2, :3] = 0.6  # columns 2 and 3 are likely present in image 0 ...
+    scores[0, 3, 2:, :] = 0.6
+    class_mask = torch.tensor([[1, 1, 1, 0, 1], [1, 1, 1, 1, 1]], dtype=torch.bool)  # ... 3 is not its column
+    labels = [[0], [4]]
+    _, records = check_against_reference(logits, features, scores, full, compact, COLUMNS, labels, class_mask)
+    assert records[0]["candidates"] == [2] and records[0]["kept"] == [2]
+    # Without the restriction column 3 would be kept as well, and the attention map would change.
+    grid, details = ref_attention_map(features[0], scores[0], full, COLUMNS.tolist(), 0, [0])
+    assert details["candidates"] == [2, 3] and details["kept"] == [2, 3]
+    restricted, _ = ref_attention_map(
+        features[0], scores[0], full, COLUMNS.tolist(), 0, [0], allowed=class_mask[0].tolist()
+    )
+    assert (torch.tensor(grid) - torch.tensor(restricted)).abs().max() > 0.05
 
 
 def test_attentive_loss_warmup_drops_pairs_and_background():
@@ -551,7 +790,10 @@ def test_model_supervised_loss_and_total_match_reference():
     assert abs(out.supervised_loss.item() - ref_sup) < TOL
     assert abs(out.image_level_loss.item() - ref_img) < TOL
     assert out.attentive_loss.item() == 0.0  # empty bank: no usable class
-    assert abs(out.loss.item() - (ref_sup + 0.2 * ref_img)) < TOL
+    assert (
+        abs(out.loss.item() - (config.supervised_loss_weight * ref_sup + config.image_loss_weight * ref_img))
+        < TOL
+    )
 
 
 def training_model_and_reference(seed: int, num_labels: int = 6, size: int = 2, topk: int = 3):

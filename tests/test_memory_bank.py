@@ -28,15 +28,20 @@ def full_means(bank: FullMemoryBank) -> torch.Tensor:
 
 
 def replay(dtype: str, seed: int = 0):
-    """Yield (compact, full) after each call of CALLS, both fed the same raw top-K features."""
+    """Yield (compact, full) after each call of CALLS, both fed the same raw top-K features. Slots hold
+    1..TOPK features (an image with fewer real pixels than K gives fewer), so the class mean must weigh
+    the slots by their counts to equal the mean over every stored feature."""
     g = torch.Generator().manual_seed(seed)
     compact = LarvSegMemoryBank(NUM_CLASSES, DIM, SIZE, warmup=1, dtype=dtype)
     full = FullMemoryBank(NUM_CLASSES, SIZE, warmup=1)
-    for ids in CALLS:
+    for call, ids in enumerate(CALLS):
         raw = F.normalize(torch.randn(len(ids), TOPK, DIM, generator=g, dtype=torch.float64), dim=-1)
-        for class_id, features in zip(ids, raw, strict=True):
-            full.enqueue(class_id, features)
-        compact.enqueue(torch.tensor(ids, dtype=torch.long), raw.mean(1).float())
+        counts = torch.tensor([1 + (call + row) % TOPK for row in range(len(ids))])
+        for class_id, features, count in zip(ids, raw, counts.tolist(), strict=True):
+            full.enqueue(class_id, features[:count])
+        used = (torch.arange(TOPK)[None, :] < counts[:, None]).double()
+        means = (raw * used[..., None]).sum(1) / counts[:, None].double().clamp(min=1)
+        compact.enqueue(torch.tensor(ids, dtype=torch.long), means.float(), counts)
         yield compact, full
 
 
@@ -93,7 +98,11 @@ def test_usable_follows_warmup(warmup):
 def test_state_dict_round_trip():
     *_, (compact, _) = replay("float16")
     state = compact.state_dict()
-    assert set(state) == {"slots", "num_writes"}  # persistent buffers: checkpoints carry the bank
+    assert set(state) == {
+        "slots",
+        "slot_counts",
+        "num_writes",
+    }  # persistent buffers: checkpoints carry the bank
     fresh = LarvSegMemoryBank(NUM_CLASSES, DIM, SIZE, warmup=1, dtype="float16")
     assert not torch.equal(
         fresh.class_means(torch.arange(NUM_CLASSES)), compact.class_means(torch.arange(NUM_CLASSES))
@@ -107,6 +116,18 @@ def test_state_dict_round_trip():
     fresh.enqueue(ids, rows)
     compact.enqueue(ids, rows)
     assert torch.equal(fresh.slots, compact.slots) and torch.equal(fresh.num_writes, compact.num_writes)
+    assert torch.equal(fresh.slot_counts, compact.slot_counts)
+
+
+def test_a_checkpoint_without_slot_counts_loads_with_equal_slot_weights():
+    """Banks saved before slot counts existed were scored with equal slot weights; they load that way."""
+    *_, (compact, _) = replay("float32")
+    state = {k: v for k, v in compact.state_dict().items() if k != "slot_counts"}
+    old = LarvSegMemoryBank(NUM_CLASSES, DIM, SIZE, warmup=1, dtype="float32")
+    old.load_state_dict(state, strict=False)
+    filled = compact.num_writes.clamp(max=SIZE).clamp(min=1).float()
+    every = torch.arange(NUM_CLASSES)
+    torch.testing.assert_close(old.class_means(every), compact.slots.float().sum(1) / filled[:, None])
 
 
 def test_enqueue_detaches_and_accepts_empty_calls():

@@ -184,11 +184,14 @@ class _MaskNormSpy:
 _ORIGINAL_MASK_NORM = modeling.mask_norm
 
 
-@pytest.mark.parametrize("base_only", [True, False])
+@pytest.mark.parametrize("per_source", [True, False])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_training_class_sampling_keeps_present_and_uses_base_pool_for_masks(seed, base_only, monkeypatch):
+def test_training_class_sampling_keeps_present_and_draws_from_each_sources_vocabulary(
+    seed, per_source, monkeypatch
+):
     num_labels, sampled = 40, 8
     base = list(range(20))
+    pools = {"masks": base, "images": list(range(10, 40))}  # the image source also has base classes 10..19
     model = make_model(
         "vit",
         num_labels,
@@ -196,7 +199,8 @@ def test_training_class_sampling_keeps_present_and_uses_base_pool_for_masks(seed
         train=True,
         base_label_ids=base,
         num_sampled_classes=sampled,
-        mask_negatives_from_base_only=base_only,
+        source_vocabularies=pools,
+        per_source_columns=per_source,
     )
     spy = _MaskNormSpy()
     monkeypatch.setattr(modeling, "mask_norm", spy)
@@ -205,7 +209,12 @@ def test_training_class_sampling_keeps_present_and_uses_base_pool_for_masks(seed
     labels[0, :16], labels[0, 16:], labels[1, :, :8] = 2, 5, 11  # mask rows 0, 1 (row 1 partly unlabelled)
     image_labels = _image_labels(4, num_labels, {2: [25, 33], 3: [38]})  # image rows 2, 3 (novel ids)
     torch.manual_seed(100 + seed)
-    out = model(torch.randn(4, 3, 32, 32), labels=labels, image_labels=image_labels)
+    out = model(
+        torch.randn(4, 3, 32, 32),
+        labels=labels,
+        image_labels=image_labels,
+        source_index=torch.tensor([0, 0, 1, 1]),
+    )
 
     columns = out.class_ids.tolist()
     assert {2, 5, 11, 25, 33, 38} <= set(columns)
@@ -215,16 +224,17 @@ def test_training_class_sampling_keeps_present_and_uses_base_pool_for_masks(seed
 
     (class_mask,) = spy.class_masks
     assert class_mask is not None and class_mask.shape == (4, len(columns))
+    assert torch.equal(out.class_mask, class_mask)
     ids = out.class_ids
-    for row in (0, 1):  # mask samples: present classes + negatives (from the base pool only if base_only)
-        used = set(ids[class_mask[row]].tolist())
-        assert {2, 5, 11} <= used and len(used) == sampled
-        if base_only:
-            assert used <= set(base)
-    for row in (2, 3):  # image samples: present image labels + negatives from the whole vocabulary
-        used = set(ids[class_mask[row]].tolist())
-        assert {25, 33, 38} <= used
-        assert len(used) == sampled
+    for rows, present, pool in (
+        ((0, 1), {2, 5, 11}, pools["masks"]),
+        ((2, 3), {25, 33, 38}, pools["images"]),
+    ):
+        used = [set(ids[class_mask[row]].tolist()) for row in rows]
+        assert used[0] == used[1]  # one draw per source, shared by its samples
+        assert present <= used[0] and len(used[0]) == sampled
+        if per_source:  # negatives from the source's own vocabulary only
+            assert used[0] <= set(pool) | present
     assert torch.isfinite(out.loss)
     assert torch.isfinite(out.supervised_loss) and out.supervised_loss > 0
     assert torch.isfinite(out.image_level_loss) and out.image_level_loss > 0
@@ -233,6 +243,23 @@ def test_training_class_sampling_keeps_present_and_uses_base_pool_for_masks(seed
     # Only the columns seen this step receive gradient.
     touched = model.class_embeddings.grad.abs().sum(1) > 0
     assert set(touched.nonzero().flatten().tolist()) <= set(columns)
+
+
+def test_small_source_vocabularies_are_used_whole():
+    """A150-style: every source's vocabulary fits in num_sampled_classes, so each sees all its own names."""
+    pools = {"masks": [0, 1, 2], "images": [2, 3, 4]}
+    model = make_model("vit", names=NAMES, train=True, num_sampled_classes=100, source_vocabularies=pools)
+    labels = torch.full((2, 32, 32), IGNORE)
+    labels[0, :, :5] = 1
+    image_labels = _image_labels(2, len(NAMES), {1: [4]})
+    out = model(
+        torch.randn(2, 3, 32, 32), labels=labels, image_labels=image_labels, source_index=torch.tensor([0, 1])
+    )
+    assert out.class_ids.tolist() == [0, 1, 2, 3, 4]
+    assert out.class_ids[out.class_mask[0]].tolist() == [0, 1, 2]
+    assert out.class_ids[out.class_mask[1]].tolist() == [2, 3, 4]
+    with pytest.raises(ValueError, match="source_index holds"):
+        model(torch.randn(1, 3, 32, 32), labels=labels[:1], source_index=torch.tensor([2]))
 
 
 def test_small_vocabulary_uses_every_class_in_training():
@@ -408,7 +435,12 @@ def test_class_names_match_as_training_normalises_them():
     names = ["background", "high heeled shoe", "cat face", "t-rex"]
     model = make_model("vit", names=names)
     # The dataset and Unicode say "high-heeled shoe"; the vocabulary stores the normalised name.
-    assert model.resolve_class_ids(["High-heeled shoe", "Background", "T_Rex", "cat  face"]).tolist() == [1, 0, 3, 2]
+    assert model.resolve_class_ids(["High-heeled shoe", "Background", "T_Rex", "cat  face"]).tolist() == [
+        1,
+        0,
+        3,
+        2,
+    ]
     assert model.resolve_class_ids(["t-rex"]).tolist() == [3]  # the stored spelling itself
 
 

@@ -71,9 +71,9 @@ WRAPPER = textwrap.dedent(
     original_enqueue = memory_bank.LarvSegMemoryBank.enqueue
 
 
-    def enqueue(self, class_ids, slot_means):
+    def enqueue(self, class_ids, *args, **kwargs):
         record["enqueued_ids"].append([int(i) for i in class_ids.tolist()])
-        return original_enqueue(self, class_ids, slot_means)
+        return original_enqueue(self, class_ids, *args, **kwargs)
 
 
     memory_bank.LarvSegMemoryBank.enqueue = enqueue
@@ -389,9 +389,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_data, hf_env, 
         env = dict(hf_env, LARVSEG_TEST_RECORD=str(record))
         if kill_at:
             env["LARVSEG_TEST_KILL_AT"] = str(kill_at)
-        return start(
-            [PYTHON, wrapper, *tiny_args(tiny_data, out, steps=6, eval_set=False), *extra], env
-        )
+        return start([PYTHON, wrapper, *tiny_args(tiny_data, out, steps=6, eval_set=False), *extra], env)
 
     a, b = tmp_path / "A", tmp_path / "B"
     straight, interrupted = train(a, tmp_path / "a"), train(b, tmp_path / "b1", kill_at=3)  # independent runs

@@ -85,7 +85,9 @@ def run(argv: list[str] | None = None) -> dict[str, float]:
         model=model,
         args=training_args,
         train_dataset=train_dataset,
-        data_collator=LarvSegCollator(model.config.num_labels, model.config.ignore_index),
+        data_collator=LarvSegCollator(
+            model.config.num_labels, model.config.ignore_index, source_names=list(data.source_vocabularies)
+        ),
         processing_class=processor,
         segmentation_eval_rows=data.eval_rows,
         segmentation_eval_size=data_args.eval_size,

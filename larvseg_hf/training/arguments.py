@@ -6,6 +6,7 @@ Values come, lowest priority first, from: the dataclass defaults, the built-in b
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -16,7 +17,15 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from ..configuration_larvseg import LarvSegConfig
+
 PRESET_DIR = Path(__file__).parent / "presets"
+
+
+def _config_field(name: str, help_text: str) -> Any:
+    """A model option whose default is LarvSegConfig's (None = keep it), so the config owns every default."""
+    default = inspect.signature(LarvSegConfig.__init__).parameters[name].default
+    return field(default=None, metadata={"help": f"{help_text} Default: {default} (see LarvSegConfig)."})
 
 
 @dataclass
@@ -42,27 +51,45 @@ class ModelArguments:
     text_encoder: str | None = field(
         default=None, metadata={"help": "Another sentence encoder for --text_init."}
     )
-    freeze_class_embeddings: bool = field(default=False)
-    memory_bank_size: int = field(default=20)
-    memory_bank_topk: int = field(default=20)
-    memory_bank_warmup: int = field(default=1)
-    background_topk: int = field(default=5)
-    background_score_threshold: float = field(default=0.35)
-    synonym_mse_threshold: float = field(default=2.0)
-    background_suppression: bool = field(default=True)
-    memory_bank_from_masks: bool = field(
-        default=False,
-        metadata={"help": "Mask samples also fill their classes' memory banks (not in the paper)."},
+    freeze_class_embeddings: bool | None = _config_field(
+        "freeze_class_embeddings", "Keep class embeddings fixed."
     )
-    supervised_loss_weight: float = field(default=1.0)
-    image_loss_weight: float = field(default=0.2)
-    attentive_loss_weight: float = field(default=0.1)
-    num_sampled_classes: int = field(default=100)
-    mask_negatives_from_base_only: bool = field(
-        default=False,
-        metadata={"help": "Mask samples draw negatives only from base classes (the paper's sampling)."},
+    memory_bank_size: int | None = _config_field(
+        "memory_bank_size", "CA-Cls memory-bank slots per class (M)."
     )
-    loss_downsample_rate: int = field(default=2)
+    memory_bank_topk: int | None = _config_field("memory_bank_topk", "Top-scoring pixels per slot (K).")
+    memory_bank_warmup: int | None = _config_field("memory_bank_warmup", "Ring wraps before a bank is used.")
+    background_topk: int | None = _config_field("background_topk", "Pixels averaged in the presence test.")
+    background_score_threshold: float | None = _config_field(
+        "background_score_threshold", "Presence test threshold on the mean top raw score."
+    )
+    synonym_mse_threshold: float | None = _config_field(
+        "synonym_mse_threshold", "Background maps this close to the foreground are dropped."
+    )
+    synonym_filter_routes: str | None = _config_field(
+        "synonym_filter_routes", "Where that filter applies: threshold (the reference) or both."
+    )
+    background_suppression: bool | None = _config_field(
+        "background_suppression", "Subtract background banks."
+    )
+    memory_bank_from_masks: bool | None = _config_field(
+        "memory_bank_from_masks", "Mask samples also fill their classes' memory banks (not in the paper)."
+    )
+    per_source_columns: bool | None = _config_field(
+        "per_source_columns", "Each source sees its own vocabulary as classifier columns (the reference)."
+    )
+    per_source_losses: bool | None = _config_field(
+        "per_source_losses", "Average each loss per source, sources weighted by their images (the reference)."
+    )
+    supervised_loss_weight: float | None = _config_field("supervised_loss_weight", "Mask loss weight.")
+    image_loss_weight: float | None = _config_field("image_loss_weight", "Image-level loss weight.")
+    attentive_loss_weight: float | None = _config_field(
+        "attentive_loss_weight", "CA-Cls loss weight (0: off)."
+    )
+    num_sampled_classes: int | None = _config_field(
+        "num_sampled_classes", "Classifier columns per source and step."
+    )
+    loss_downsample_rate: int | None = _config_field("loss_downsample_rate", "Losses at input size / this.")
 
 
 @dataclass
@@ -75,20 +102,29 @@ class DataArguments:
         default_factory=list,
         metadata={"help": "Classification datasets (one or several labels per image): Hub names or folders."},
     )
+    weak_datasets: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Segmentation datasets used as image-level data (the paper's weak ADE20K): Hub names or "
+            "folders, optionally NAME:SPLIT. Label maps are never pixel supervision; each training crop is "
+            "labelled with every class present in it. Their classes are not 'base'."
+        },
+    )
     eval_dataset: str | None = field(default=None, metadata={"help": "Segmentation dataset to evaluate on."})
     synonyms: str | None = field(default=None, metadata={"help": "JSON/YAML file {alias: canonical name}."})
     image_column: list[str] = field(
         default_factory=list,
         metadata={
             "help": "Image column: COLUMN for every dataset, or DATASET=COLUMN for one (DATASET as given to "
-            "--mask_datasets / --image_datasets / --eval_dataset). Default: 'image'."
+            "--mask_datasets / --image_datasets / --weak_datasets / --eval_dataset). Default: 'image'."
         },
     )
     label_column: list[str] = field(
         default_factory=list,
         metadata={
             "help": "Label column (label map or image-level labels): COLUMN or DATASET=COLUMN, as --image_column. "
-            "Default: the first of label, annotation, semantic_map, mask (label maps) or label, labels."
+            "Default: the first of label, annotation, semantic_map, mask (label maps: mask and weak datasets) "
+            "or label, labels."
         },
     )
     validate_rows: int | None = field(
@@ -116,11 +152,32 @@ class DataArguments:
     builtin_num_weak_scenes: int = field(default=1000)
     builtin_num_eval_scenes: int = field(default=300)
     builtin_seed: int = field(default=0)
+    builtin_full_masks: bool = field(
+        default=False,
+        metadata={
+            "help": "Fully supervised bound: the built-in mask scenes show (and mask) every emoji, novel too."
+        },
+    )
     builtin_root: str | None = field(default=None)
 
     @property
     def uses_builtin(self) -> bool:
-        return not self.mask_datasets and not self.image_datasets
+        """The built-in benchmark is used only when no dataset of any kind is named."""
+        return not self.mask_datasets and not self.image_datasets and not self.weak_datasets
+
+
+@dataclass
+class LarvSegTrainingArguments(TrainingArguments):
+    """TrainingArguments plus the optimiser options LarvSeg adds."""
+
+    mask_norm_lr_multiplier: float = field(
+        default=1.0,
+        metadata={
+            "help": "Learning rate of the mask-norm scale and shift (gamma, beta) as a multiple of the others'. "
+            "Adam-type optimisers move every parameter by about the learning rate per step, so two scalars "
+            "that must travel from 1 to the loss's preferred scale get there only after many steps."
+        },
+    )
 
 
 @dataclass
@@ -139,9 +196,9 @@ def _read_config(path: str) -> dict[str, Any]:
 
 def parse_train_args(
     argv: list[str] | None = None,
-) -> tuple[ModelArguments, DataArguments, TrainingArguments, EvalArguments]:
+) -> tuple[ModelArguments, DataArguments, LarvSegTrainingArguments, EvalArguments]:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments, EvalArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, LarvSegTrainingArguments, EvalArguments))
     config_path = None
     for at, arg in enumerate(argv):
         if arg == "--config" or arg.startswith("--config="):
@@ -151,9 +208,10 @@ def parse_train_args(
             del argv[at : at + (1 if "=" in arg else 2)]
             break
     defaults: dict[str, Any] = _read_config(str(PRESET_DIR / "method.yaml"))
-    names_datasets = any(a.startswith(("--mask_datasets", "--image_datasets")) for a in argv)
+    dataset_flags = ("mask_datasets", "image_datasets", "weak_datasets")
+    names_datasets = any(a.startswith(tuple(f"--{flag}" for flag in dataset_flags)) for a in argv)
     file_values = _read_config(config_path) if config_path else {}
-    if not names_datasets and not file_values.get("mask_datasets") and not file_values.get("image_datasets"):
+    if not names_datasets and not any(file_values.get(flag) for flag in dataset_flags):
         defaults.update(_read_config(str(PRESET_DIR / "emoji_scenes.yaml")))
     defaults.update(file_values)
     if _multiprocess_without_accelerator():

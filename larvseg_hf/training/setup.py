@@ -15,6 +15,7 @@ from ..data.loading import (
     build_union_vocabulary,
     load_classification_dataset,
     load_segmentation_dataset,
+    load_weak_dataset,
 )
 from ..data.transforms import TrainTransform
 from ..data.validation import validate_sources
@@ -31,13 +32,15 @@ MODEL_CONFIG_FIELDS = (
     "background_topk",
     "background_score_threshold",
     "synonym_mse_threshold",
+    "synonym_filter_routes",
     "background_suppression",
     "memory_bank_from_masks",
+    "per_source_columns",
+    "per_source_losses",
     "supervised_loss_weight",
     "image_loss_weight",
     "attentive_loss_weight",
     "num_sampled_classes",
-    "mask_negatives_from_base_only",
     "loss_downsample_rate",
     "freeze_class_embeddings",
 )
@@ -65,6 +68,14 @@ class TrainingData:
         base = set(self.base_ids)
         return [i for i in range(len(self.class_names)) if i not in base]
 
+    @property
+    def source_vocabularies(self) -> dict[str, list[int]]:
+        """Each training source's own classes in vocabulary ids (config.source_vocabularies)."""
+        return {
+            source.name: sorted({int(i) for i in self.mapping.index_maps[source.name] if i >= 0})
+            for source in self.sources
+        }
+
 
 def split_spec(spec: str) -> tuple[str, str]:
     """NAME[:SPLIT] (a Windows drive letter or a path containing ':' stays whole when it exists)."""
@@ -91,10 +102,13 @@ def column_choice(values: list[str], spec: str) -> str | None:
 
 def check_column_specs(data_args: DataArguments) -> None:
     """`DATASET=COLUMN` entries must name a dataset of this run (a typo would silently use the default)."""
-    specs = {*data_args.mask_datasets, *data_args.image_datasets}
+    specs = {*data_args.mask_datasets, *data_args.image_datasets, *data_args.weak_datasets}
     if data_args.eval_dataset:
         specs.add(data_args.eval_dataset)
-    for flag, values in (("--image_column", data_args.image_column), ("--label_column", data_args.label_column)):
+    for flag, values in (
+        ("--image_column", data_args.image_column),
+        ("--label_column", data_args.label_column),
+    ):
         for value in values:
             dataset, sep, _ = value.rpartition("=")
             if sep and dataset not in specs:
@@ -129,6 +143,13 @@ def load_training_data(data_args: DataArguments, *, show_progress: bool = True) 
                 name, split, streaming=data_args.streaming, dataset_name=spec, **_columns(data_args, spec)
             )
         )
+    for spec in data_args.weak_datasets:  # label maps read as image-level label sets; never "base"
+        name, split = split_spec(spec)
+        sources.append(
+            load_weak_dataset(
+                name, split, streaming=data_args.streaming, dataset_name=spec, **_columns(data_args, spec)
+            )
+        )
     mapping = build_union_vocabulary(sources, data_args.synonyms)
     base: set[int] = set()
     if data_args.base_names_from_masks:
@@ -148,6 +169,7 @@ def load_training_data(data_args: DataArguments, *, show_progress: bool = True) 
             [eval_source], data_args.synonyms, target_vocabulary=mapping.vocabulary
         )
         eval_rows, num_eval = mapped_eval_rows(eval_source, eval_mapping, data_args.max_eval_samples)
+    weak = [f"{spec} (weak: label maps, the classes in each crop)" for spec in data_args.weak_datasets]
     return TrainingData(
         sources,
         mapping,
@@ -156,7 +178,7 @@ def load_training_data(data_args: DataArguments, *, show_progress: bool = True) 
         num_eval,
         description={
             "mask_data": ", ".join(data_args.mask_datasets) or "none",
-            "image_data": ", ".join(data_args.image_datasets) or "none",
+            "image_data": ", ".join([*data_args.image_datasets, *weak]) or "none",
             "eval_data": data_args.eval_dataset or "none",
             **({"eval_spec": data_args.eval_dataset} if data_args.eval_dataset else {}),
         },
@@ -191,23 +213,29 @@ def _builtin_data(data_args: DataArguments, show_progress: bool) -> TrainingData
         num_weak_scenes=data_args.builtin_num_weak_scenes,
         num_eval_scenes=data_args.builtin_num_eval_scenes,
         seed=data_args.builtin_seed,
+        full_masks=data_args.builtin_full_masks,
         show_progress=show_progress,
     )
     names = bench.class_names
+    # Each split keeps its own label space (as each dataset in the paper); the union is fixed to the
+    # benchmark's global order, so vocabulary ids are the root vocabulary.json's.
+    own = bench.split_class_names
     sources = [
         load_segmentation_dataset(
-            bench.split_dir("mask_train"), class_names=names, dataset_name="emoji mask_train"
+            bench.split_dir("mask_train"), class_names=own("mask_train"), dataset_name="emoji mask_train"
         ),
         load_classification_dataset(
-            bench.split_dir("image_single"), class_names=names, dataset_name="emoji image_single"
+            bench.split_dir("image_single"),
+            class_names=own("image_single"),
+            dataset_name="emoji image_single",
         ),
-        load_classification_dataset(
-            bench.split_dir("image_weak"), class_names=names, dataset_name="emoji image_weak"
+        load_weak_dataset(
+            bench.split_dir("image_weak"), class_names=own("image_weak"), dataset_name="emoji image_weak"
         ),
     ]
     mapping = build_union_vocabulary(sources, target_vocabulary=names)
     eval_source = load_segmentation_dataset(
-        bench.split_dir("eval"), class_names=names, dataset_name="emoji eval"
+        bench.split_dir("eval"), class_names=own("eval"), dataset_name="emoji eval"
     )
     eval_rows, num_eval = mapped_eval_rows(
         eval_source,
@@ -221,10 +249,16 @@ def _builtin_data(data_args: DataArguments, show_progress: bool) -> TrainingData
         eval_rows,
         num_eval,
         description={
-            "mask_data": f"built-in emoji scenes, {data_args.builtin_num_mask_scenes} masked scenes of base emoji",
+            "mask_data": (
+                f"built-in emoji scenes: {data_args.builtin_num_mask_scenes} scenes of 2-5 base emoji with "
+                "full masks (classes: background and the base emoji)"
+            ),
             "image_data": (
-                f"built-in emoji images: {data_args.builtin_num_single_images} single-emoji images with one label and "
-                f"{data_args.builtin_num_weak_scenes} multi-emoji scenes with their label sets (novel emoji)"
+                f"built-in emoji images: {data_args.builtin_num_single_images} single-emoji images, one label "
+                "each (every emoji, base and novel, about equally often; no background label), and "
+                f"{data_args.builtin_num_weak_scenes} weak scenes of 2-5 emoji (at least one base, one novel), "
+                "each training crop labelled with every class in view, background and base emoji included, "
+                "read from label maps that are never pixel supervision"
             ),
             "eval_data": f"built-in emoji scenes eval ({num_eval} scenes, base and novel emoji, full masks)",
             "root": str(bench.root),
@@ -274,13 +308,15 @@ def build_model(model_args: ModelArguments, data: TrainingData) -> LarvSegForSem
         from ..text_embeddings import init_class_embeddings_from_names
 
         init_class_embeddings_from_names(
-            model, model_args.text_encoder, freeze=model_args.freeze_class_embeddings
+            model, model_args.text_encoder, freeze=bool(model_args.freeze_class_embeddings)
         )
     return model
 
 
 def _build_model(model_args: ModelArguments, data: TrainingData) -> LarvSegForSemanticSegmentation:
     overrides = {name: getattr(model_args, name) for name in MODEL_CONFIG_FIELDS}
+    overrides = {name: value for name, value in overrides.items() if value is not None}
+    overrides["source_vocabularies"] = data.source_vocabularies
     if model_args.model_name_or_path:
         model = LarvSegForSemanticSegmentation.from_pretrained(model_args.model_name_or_path, **overrides)
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]

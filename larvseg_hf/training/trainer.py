@@ -71,6 +71,27 @@ class LarvSegTrainer(Trainer):
                 shutil.copy(code_file, Path(self.args.output_dir) / code_file.name)
         super()._push_from_checkpoint(checkpoint_folder)
 
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        """Trainer's optimizer, with the two mask-norm scalars in a group of their own at
+        `args.mask_norm_lr_multiplier` times the learning rate (1 = no change)."""
+        optimizer = super().create_optimizer(model)
+        multiplier = getattr(self.args, "mask_norm_lr_multiplier", 1.0)
+        if multiplier == 1.0:
+            return optimizer
+        opt_model = self.model if model is None else model
+        scalars = {
+            id(p) for name, p in opt_model.named_parameters() if "mask_norm_" in name and p.requires_grad
+        }
+        moved = []
+        for group in optimizer.param_groups:
+            moved += [p for p in group["params"] if id(p) in scalars]
+            group["params"] = [p for p in group["params"] if id(p) not in scalars]
+        if moved:
+            optimizer.add_param_group(
+                {"params": moved, "weight_decay": 0.0, "lr": optimizer.defaults["lr"] * multiplier}
+            )
+        return optimizer
+
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
         """No weight decay on position embeddings, cls token, norms, biases and the mask-norm scalars (METHOD.md)."""
         names = super().get_decay_parameter_names(model)
@@ -96,6 +117,9 @@ class LarvSegTrainer(Trainer):
             self._term_sums.zero_()
             self._term_count = 0
             logs["bank_checksum"] = self._checked_bank_checksum()
+            model = self.accelerator.unwrap_model(self.model)
+            logs["mask_norm_gamma"] = round(float(model.mask_norm_gamma), 4)
+            logs["mask_norm_beta"] = round(float(model.mask_norm_beta), 4)
         super().log(logs, start_time)
 
     def _checked_bank_checksum(self) -> float:
