@@ -1,99 +1,117 @@
 #!/usr/bin/env python
 """Reproduce the paper's comparison on the built-in emoji-scenes benchmark, at equal compute.
 
-    .venv/bin/python scripts/reproduce.py                 # whole table + ablations + plot
-    .venv/bin/python scripts/reproduce.py --seeds 0 --steps 200 --no-ablations   # a quick look
+    .venv/bin/python scripts/reproduce.py                  # the table: benchmarks/results/reproduce.json
+    .venv/bin/python scripts/reproduce.py --suite main     # the README main command, baseline and LarvSeg
+    .venv/bin/python scripts/reproduce.py --seeds 0 --steps 200 --settings baseline larvseg   # a quick look
 
-Settings (same data, steps and seeds): masks only; + image-level loss (the simple baseline);
-+ CA-Cls (LarvSeg); LarvSeg evaluated with attentive (coseg) inference; class embeddings
-initialised from the names by all-MiniLM-L6-v2, without and with CA-Cls; and LarvSeg whose memory
-banks are also filled from mask samples (not in the paper: see the README). Reports base / novel /
-overall mIoU (mean and standard deviation over seeds), the one-point oracle propagation mIoU on base
-vs novel categories, how well the CA-Cls attention localises novel classes next to the classifier's
-own score, and ablations of bank size, foreground top-K, background suppression and the CA-Cls loss
-weight. Writes results.json, results.md and results.png under --output_dir.
+Suite "reproduce" (same data, steps and seeds for every row): masks only; + image-level loss (the
+simple baseline); + CA-Cls (LarvSeg); LarvSeg evaluated with attentive (coseg) inference; the fully
+supervised bound (LarvSeg with masks for every category, novel ones too, so novel mIoU can be read as a
+fraction of what masks give); and LarvSeg with each switch toward this package's former behaviour, one at
+a time. Also the one-point oracle propagation (features only) of masks-only and LarvSeg models.
+Suite "main": `bash scripts/run_main.sh` (60 emoji, 2,000 steps) with and without CA-Cls, one seed.
 
-Sized for <= 60 minutes on 2 CPU cores: the built-in preset (small ResNet, 128 px) on 20 emoji
-categories (12 base + 8 novel + background), --steps steps per run (about 1 min 45 s each). With the
-default 60 categories novel mIoU stays at 0 for every setting at 600 steps and needs about 2,000 steps
-to rise, more than the budget allows for 25 runs.
+Each finished run is reused by later invocations (delete --output_dir to retrain). The results go to
+benchmarks/results/<suite>.json, the README's marked tables are re-rendered from it
+(scripts/results_tables.py) and the plot goes to model_cards/assets/reproduce_results.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
+import os
+import platform
 import shlex
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import results_tables
+
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "scripts" / "train.py"
+OFF = ["--image_loss_weight", "0", "--attentive_loss_weight", "0"]
 
-SETTINGS: dict[str, list[str]] = {
-    "masks only": ["--mask_fraction", "1.0", "--image_loss_weight", "0", "--attentive_loss_weight", "0"],
-    "baseline (+ image-level loss)": ["--attentive_loss_weight", "0"],
-    "LarvSeg (+ CA-Cls)": [],
-    "text init, baseline": ["--text_init", "--attentive_loss_weight", "0"],
-    "text init, LarvSeg": ["--text_init"],
-    "LarvSeg, banks also from masks": ["--memory_bank_from_masks", "True"],
+# name: (label, train.py arguments). The switches turn one behaviour back, one at a time: the section-1
+# reference behaviours to what the package did before, and its two measured departures (the mask-norm
+# scalars' learning rate, the CA-Cls weight) to the reference's values.
+REPRODUCE_SETTINGS: dict[str, tuple[str, list[str]]] = {
+    "masks_only": ("masks only", ["--mask_fraction", "1.0", *OFF]),
+    "baseline": ("baseline (+ image-level loss)", ["--attentive_loss_weight", "0"]),
+    "larvseg": ("LarvSeg (+ CA-Cls)", []),
+    "full_masks": ("fully supervised bound (masks for every category)", ["--builtin_full_masks", "True"]),
+    "switch_synonym_filter_both": (
+        "LarvSeg, synonym filter on both routes",
+        ["--synonym_filter_routes", "both"],
+    ),
+    "switch_shared_negatives": (
+        "LarvSeg, negatives from the whole vocabulary",
+        ["--per_source_columns", "False"],
+    ),
+    "switch_batch_losses": (
+        "LarvSeg, losses averaged over the batch",
+        ["--per_source_losses", "False"],
+    ),
+    "switch_topk_20": ("LarvSeg, foreground top-K 20", ["--memory_bank_topk", "20"]),
+    "switch_scalar_lr_1": (
+        "LarvSeg, mask-norm scalars at the base learning rate",
+        ["--mask_norm_lr_multiplier", "1"],
+    ),
+    "switch_cacls_weight_017": (
+        "LarvSeg, CA-Cls weight 0.17 (the ADE-150 balance)",
+        ["--attentive_loss_weight", "0.17"],
+    ),
 }
-LARVSEG = ("LarvSeg (+ CA-Cls)", "LarvSeg, banks also from masks")
-ORACLE_OF = ("masks only", "LarvSeg (+ CA-Cls)")
-ABLATIONS: dict[str, list[str]] = {
-    "bank size 5": ["--memory_bank_size", "5"],
-    "bank size 40": ["--memory_bank_size", "40"],
-    "top-K 5": ["--memory_bank_topk", "5"],
-    "top-K 50": ["--memory_bank_topk", "50"],
-    "no background suppression": ["--background_suppression", "False"],
-    "CA-Cls weight 0.05": ["--attentive_loss_weight", "0.05"],
-    "CA-Cls weight 0.3": ["--attentive_loss_weight", "0.3"],
+#: The switches run on these seeds only, so that the whole suite stays within an hour on 2 CPU cores.
+SWITCH_SEEDS = (0, 1)
+MAIN_SETTINGS: dict[str, tuple[str, list[str]]] = {
+    "larvseg": ("`bash scripts/run_main.sh` (LarvSeg, CA-Cls on)", []),
+    "baseline": (
+        "same, CA-Cls off (`--attentive_loss_weight 0`: the simple baseline)",
+        ["--attentive_loss_weight", "0"],
+    ),
 }
+CO_SEG = {"larvseg": ("larvseg_coseg", "LarvSeg (+ CA-Cls) + coseg inference")}
+ORACLE = ("masks_only", "larvseg")
 
 
-def run_training(
-    name: str, extra: list[str], seed: int, steps: int, categories: int, root: Path, train_args: list[str]
-) -> Path:
-    output_dir = root / "runs" / f"{_slug(name)}-seed{seed}"
+def run_training(name: str, extra: list[str], seed: int, args: argparse.Namespace, root: Path) -> Path:
+    output_dir = root / "runs" / f"{name}-seed{seed}"
     if (output_dir / "eval_results.json").is_file():
         return output_dir  # finished in an earlier invocation
-    command = [
-        sys.executable,
-        str(TRAIN),
-        "--output_dir",
-        str(output_dir),
-        "--max_steps",
-        str(steps),
-        "--seed",
-        str(seed),
-        "--builtin_num_categories",
-        str(categories),
-        "--save_strategy",
-        "no",
-        "--logging_steps",
-        str(max(steps // 5, 1)),
-        "--disable_tqdm",
-        "True",
-        *train_args,
-        *extra,
-    ]
+    command = [sys.executable, str(TRAIN), "--output_dir", str(output_dir), "--seed", str(seed)]
+    if args.steps is not None:
+        command += ["--max_steps", str(args.steps)]
+    if args.categories is not None:
+        command += ["--builtin_num_categories", str(args.categories)]
+    command += ["--save_strategy", "no", "--disable_tqdm", "True", *shlex.split(args.train_args), *extra]
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-    print(f"  {name} (seed {seed}): {time.perf_counter() - start:.0f} s", flush=True)
+    seconds = time.perf_counter() - start
+    (output_dir / "wall_seconds.txt").write_text(f"{seconds:.1f}\n")
+    print(f"  {name} (seed {seed}): {seconds:.0f} s", flush=True)
     return output_dir
 
 
-def evaluate_run(output_dir: Path, coseg: bool, oracle: bool) -> dict[str, float]:
-    """Coseg-inference metrics and attention localisation (coseg=True) and oracle propagation."""
+def scores(metrics: dict, prefix: str = "") -> dict[str, float]:
+    return {
+        "base": metrics[f"{prefix}base_mean_iou"],
+        "novel": metrics[f"{prefix}novel_mean_iou"],
+        "all": metrics[f"{prefix}mean_iou"],
+        "overall_accuracy": metrics[f"{prefix}overall_accuracy"],
+    }
+
+
+def extra_evaluations(output_dir: Path, coseg: bool, oracle: bool) -> dict[str, dict[str, float]]:
+    """Coseg-inference scores and one-point oracle propagation of a trained run, on its eval scenes."""
     import torch
 
     import larvseg_hf  # noqa: F401
     from larvseg_hf import LarvSegForSemanticSegmentation, LarvSegImageProcessor
-    from larvseg_hf.analysis import attention_localization, oracle_propagation_miou
+    from larvseg_hf.analysis import oracle_propagation_miou
     from larvseg_hf.data.loading import load_segmentation_dataset
     from larvseg_hf.evaluation import evaluate_segmentation
 
@@ -112,191 +130,136 @@ def evaluate_run(output_dir: Path, coseg: bool, oracle: bool) -> dict[str, float
             example = source.get_example(index)
             yield {"image": example["image"], "label": example["mask"]}
 
-    results = {}
+    out = {}
     if coseg:
         metrics, _ = evaluate_segmentation(
-            model,
-            processor,
-            rows(),
-            num_classes=config.num_labels,
-            base_ids=base,
-            novel_ids=novel,
-            coseg=True,
-            show_progress=False,
-        )
-        results.update({f"coseg_{k}": v for k, v in metrics.items()})
-        localization = attention_localization(model, processor, rows(), class_ids=novel)
-        results.update({f"localization_{k}": v for k, v in localization.items()})
+            model, processor, rows(), num_classes=config.num_labels, base_ids=base, novel_ids=novel,
+            coseg=True, show_progress=False,
+        )  # fmt: skip
+        out["coseg"] = scores(metrics)
     if oracle:
         metrics = oracle_propagation_miou(
             model, processor, rows(), num_classes=config.num_labels, base_ids=base, novel_ids=novel
         )
-        results.update({f"oracle_{k}": v for k, v in metrics.items()})
-    return results
+        out["oracle"] = {"base": metrics["base_mean_iou"], "novel": metrics["novel_mean_iou"]}
+    return out
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
-
-
-def _summary(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def _cell(pair: tuple[float, float]) -> str:
-    mean, spread = pair
-    return "n/a" if math.isnan(mean) else f"{100 * mean:.1f} ± {100 * spread:.1f}"
-
-
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--categories", type=int, default=20, help="Emoji categories (40%% novel).")
-    parser.add_argument("--output_dir", default=str(REPO / "outputs" / "reproduce"))
-    parser.add_argument("--no-ablations", dest="ablations", action="store_false")
+    parser.add_argument("--suite", choices=["reproduce", "main"], default="reproduce")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Default: 0 1 2 (main: 0).")
+    parser.add_argument("--steps", type=int, default=None, help="Default: 600 (main: the preset's 2,000).")
+    parser.add_argument("--categories", type=int, default=None, help="Default: 20 (main: the preset's 60).")
+    parser.add_argument("--settings", nargs="+", default=None, help="Run only these settings (names).")
+    parser.add_argument("--train_args", default="", help="More train.py arguments for every run, one string.")
+    parser.add_argument("--output_dir", default=None, help="Runs go here (default: outputs/<suite>).")
+    parser.add_argument("--results", default=None, help="Default: benchmarks/results/<suite>.json.")
     parser.add_argument(
-        "--settings",
-        nargs="+",
-        choices=list(SETTINGS),
-        default=list(SETTINGS),
-        help="Run only these settings.",
+        "--readme", default=str(results_tables.README), help="README to re-render; 'none' skips."
     )
-    parser.add_argument(
-        "--train_args",
-        default="",
-        help="More scripts/train.py arguments for every run, one string (e.g. a smaller built-in dataset).",
-    )
+    parser.add_argument("--plot", default=str(REPO / "model_cards" / "assets" / "reproduce_results.png"))
     args = parser.parse_args(argv)
-    train_args = shlex.split(args.train_args)
-    settings = {name: SETTINGS[name] for name in args.settings}
-    root = Path(args.output_dir)
+    main_suite = args.suite == "main"
+    table = MAIN_SETTINGS if main_suite else REPRODUCE_SETTINGS
+    if args.settings:
+        unknown = sorted(set(args.settings) - set(table))
+        if unknown:
+            parser.error(f"unknown settings {unknown}; choose from {list(table)}")
+        table = {name: table[name] for name in args.settings}
+    args.seeds = args.seeds or ([0] if main_suite else [0, 1, 2])
+    if not main_suite:
+        args.steps = args.steps or 600
+        args.categories = args.categories or 20
+    root = Path(args.output_dir or REPO / "outputs" / args.suite)
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
-    table: dict[str, dict[str, list[float]]] = {}
-
-    def record(name: str, metrics: dict[str, float]) -> None:
-        row = table.setdefault(name, {})
-        for key, value in metrics.items():
-            if isinstance(value, float):
-                row.setdefault(key, []).append(value)
-
-    print(
-        f"{len(settings)} settings x {len(args.seeds)} seeds, {args.steps} steps each, "
-        f"{args.categories} categories",
-        flush=True,
-    )
+    results: dict = {"suite": args.suite, "settings": {}, "oracle": {}}
+    print(f"{len(table)} settings x {len(args.seeds)} seeds", flush=True)
     for seed in args.seeds:
-        for name, extra in settings.items():
-            output_dir = run_training(name, extra, seed, args.steps, args.categories, root, train_args)
+        for name, (label, extra) in table.items():
+            if name.startswith("switch_") and args.seeds == [0, 1, 2] and seed not in SWITCH_SEEDS:
+                continue
+            output_dir = run_training(name, extra, seed, args, root)
             metrics = json.loads((output_dir / "eval_results.json").read_text())
-            record(name, {k.removeprefix("eval_"): v for k, v in metrics.items()})
-            extra_metrics = evaluate_run(output_dir, coseg=name in LARVSEG, oracle=name in ORACLE_OF)
-            if name in LARVSEG:
-                record(
-                    f"{name} + coseg inference",
-                    {k.removeprefix("coseg_"): v for k, v in extra_metrics.items() if k.startswith("coseg_")},
+            row = scores(metrics, "eval_")
+            row["seconds"] = float((output_dir / "wall_seconds.txt").read_text())
+            results["settings"].setdefault(name, {"label": label, "args": extra, "seeds": {}})["seeds"][
+                str(seed)
+            ] = row
+            if main_suite:
+                continue
+            extra_scores = extra_evaluations(output_dir, coseg=name in CO_SEG, oracle=name in ORACLE)
+            if "coseg" in extra_scores:
+                coseg_name, coseg_label = CO_SEG[name]
+                entry = results["settings"].setdefault(
+                    coseg_name, {"label": coseg_label, "args": extra, "seeds": {}}
                 )
-            record(
-                name,
-                {k: v for k, v in extra_metrics.items() if k.startswith(("oracle_", "localization_"))},
-            )
-    if args.ablations:
-        for name, extra in ABLATIONS.items():
-            output_dir = run_training(
-                name, extra, args.seeds[0], args.steps, args.categories, root, train_args
-            )
-            metrics = json.loads((output_dir / "eval_results.json").read_text())
-            record(f"ablation: {name}", {k.removeprefix("eval_"): v for k, v in metrics.items()})
-
-    summary = {name: {key: _summary(values) for key, values in row.items()} for name, row in table.items()}
-    minutes = (time.perf_counter() - start) / 60
-    (root / "results.json").write_text(
-        json.dumps(
-            {
-                "seeds": args.seeds,
-                "steps": args.steps,
-                "categories": args.categories,
-                "minutes": minutes,
-                "raw": table,
-                "summary": summary,
-            },
-            indent=2,
-        )
+                entry["seeds"][str(seed)] = extra_scores["coseg"]
+            if "oracle" in extra_scores:
+                entry = results["oracle"].setdefault(name, {"label": label, "seeds": {}})
+                entry["seeds"][str(seed)] = extra_scores["oracle"]
+    results.update(
+        seeds=args.seeds,
+        steps=args.steps or 2000,
+        categories=args.categories or 60,
+        batch_size=_batch_size(args.train_args),
+        minutes=(time.perf_counter() - start) / 60,
+        machine=f"{os.cpu_count()} CPU cores ({platform.machine()})",
     )
-    lines = [
-        f"Emoji scenes, {args.categories} categories, {args.steps} steps per run, seeds {args.seeds}; "
-        "mIoU x 100, mean ± standard deviation.",
-        "",
-        "| setting | base | novel | all |",
-        "|---|---|---|---|",
-    ]
-    for name, row in summary.items():
-        if "mean_iou" in row:
-            lines.append(
-                f"| {name} | {_cell(row.get('base_mean_iou', (math.nan, 0)))} | "
-                f"{_cell(row.get('novel_mean_iou', (math.nan, 0)))} | {_cell(row['mean_iou'])} |"
-            )
-    lines += ["", "One-point oracle propagation (features only, one seed pixel per category):", ""]
-    lines += ["| features of | base | novel |", "|---|---|---|"]
-    for name, row in summary.items():
-        if "oracle_mean_iou" in row:
-            lines.append(
-                f"| {name} | {_cell(row['oracle_base_mean_iou'])} | {_cell(row['oracle_novel_mean_iou'])} |"
-            )
-    lines += [
-        "",
-        "Where the CA-Cls attention points, on novel classes of the eval scenes (x 100: fraction of the top-|mask|",
-        "pixels inside the class's mask; chance = its area), and how well the score threshold finds present classes:",
-        "",
-        "| model | raw score | attention, labels route | attention, threshold route | chance | "
-        "threshold flags: precision | recall |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, row in summary.items():
-        if "localization_precision_score" in row:
-            cells = [
-                _cell(row[f"localization_{key}"])
-                for key in (
-                    "precision_score",
-                    "precision_attention_labels",
-                    "precision_attention_threshold",
-                    "precision_chance",
-                    "threshold_flag_precision",
-                    "threshold_flag_recall",
-                )
-            ]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", f"Total time: {minutes:.1f} min."]
-    (root / "results.md").write_text("\n".join(lines) + "\n")
-    _plot(summary, root / "results.png")
-    print("\n".join(lines))
+    results_path = Path(args.results or results_tables.RESULTS / f"{args.suite}.json")
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps(results, indent=1) + "\n")
+    if args.readme != "none":
+        results_tables.update_readme(Path(args.readme), results_path.parent)
+    if not main_suite and args.plot != "none":
+        _plot(results, Path(args.plot))
+    render = results_tables.render_main_command if main_suite else results_tables.render_reproduce
+    print(render(results))
+    return results
 
 
-def _plot(summary: dict[str, dict[str, tuple[float, float]]], path: Path) -> None:
+def _batch_size(train_args: str) -> int:
+    words = shlex.split(train_args)
+    if "--per_device_train_batch_size" in words:
+        return int(words[words.index("--per_device_train_batch_size") + 1])
+    return 16  # the built-in preset's
+
+
+def _plot(results: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [n for n, row in summary.items() if "mean_iou" in row]
-    fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(names)), 4))
+    settings = results["settings"]
+    names = list(settings)
+    fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(names)), 4.2))
     width = 0.38
-    for offset, key, label in ((-width / 2, "base_mean_iou", "base"), (width / 2, "novel_mean_iou", "novel")):
-        means = [100 * summary[n].get(key, (math.nan, 0))[0] for n in names]
-        errors = [100 * summary[n].get(key, (math.nan, 0))[1] for n in names]
-        ax.bar([i + offset for i in range(len(names))], means, width, yerr=errors, label=label, capsize=3)
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    for offset, metric in ((-width / 2, "base"), (width / 2, "novel")):
+        stats = [
+            results_tables.mean_sd(list(results_tables.seed_values(settings[n], metric).values()))
+            for n in names
+        ]
+        ax.bar(
+            [i + offset for i in range(len(names))],
+            [100 * m for m, _ in stats],
+            width,
+            yerr=[100 * s for _, s in stats],
+            label=metric,
+            capsize=3,
+        )
+    ax.set_xticks(
+        range(len(names)), [settings[n]["label"] for n in names], rotation=30, ha="right", fontsize=7
+    )
     ax.set_ylabel("mIoU (%)")
     ax.legend()
-    ax.set_title("LarvSeg on emoji scenes: base vs novel categories")
+    ax.set_title("LarvSeg on emoji scenes: base vs novel categories (mean ± sd over seeds)")
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

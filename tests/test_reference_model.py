@@ -314,7 +314,7 @@ def test_mixed_sources_with_class_sampling_match_reference(per_source, routes):
     pools = list(SOURCES.values())
     assert ref_column_violations(columns, out.class_mask.tolist(), source_index, pools, present, 5) == []
     assert out.class_mask.sum(1).tolist() == [5, 5, 3, 5, 5, 7, 7]  # every sample sees < NUM_LABELS classes
-    gamma, beta = float(model.mask_norm_gamma), float(model.mask_norm_beta)
+    gamma, beta = model.mask_norm_gamma.detach().item(), model.mask_norm_beta.detach().item()
     torch.testing.assert_close(
         out.logits.double(), ref_mask_norm(out.scores, gamma, beta, out.class_mask.tolist()), atol=TOL, rtol=0
     )

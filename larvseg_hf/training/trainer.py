@@ -118,8 +118,8 @@ class LarvSegTrainer(Trainer):
             self._term_count = 0
             logs["bank_checksum"] = self._checked_bank_checksum()
             model = self.accelerator.unwrap_model(self.model)
-            logs["mask_norm_gamma"] = round(float(model.mask_norm_gamma), 4)
-            logs["mask_norm_beta"] = round(float(model.mask_norm_beta), 4)
+            logs["mask_norm_gamma"] = round(model.mask_norm_gamma.detach().item(), 4)
+            logs["mask_norm_beta"] = round(model.mask_norm_beta.detach().item(), 4)
         super().log(logs, start_time)
 
     def _checked_bank_checksum(self) -> float:

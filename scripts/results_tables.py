@@ -1,0 +1,128 @@
+"""Render the README's result tables from the committed files under benchmarks/results/.
+
+The README holds the rendered Markdown between `<!-- results:NAME -->` and `<!-- /results:NAME -->`
+markers; scripts/reproduce.py rewrites them after a run, and tests check that the README matches
+what the committed JSON renders to, so no number in those tables is typed by hand.
+
+    .venv/bin/python scripts/results_tables.py            # re-render the README from the JSON files
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+README = REPO / "README.md"
+METRICS = ("base", "novel", "all")
+
+
+def seed_values(setting: dict, metric: str) -> dict[str, float]:
+    return {seed: values[metric] for seed, values in setting["seeds"].items() if metric in values}
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def cell(values: list[float]) -> str:
+    mean, spread = mean_sd(values)
+    if math.isnan(mean):
+        return "n/a"
+    return f"{100 * mean:.1f} ± {100 * spread:.1f}" if len(values) > 1 else f"{100 * mean:.1f}"
+
+
+def paired_gain(results: dict, name: str, reference: str, metric: str = "novel") -> dict[str, float]:
+    """Per seed: metric(name) - metric(reference), on the seeds both have."""
+    ours = seed_values(results["settings"][name], metric)
+    theirs = seed_values(results["settings"][reference], metric)
+    return {seed: ours[seed] - theirs[seed] for seed in sorted(ours) if seed in theirs}
+
+
+def settings_table(results: dict) -> str:
+    lines = ["| setting | seeds | base | novel | all |", "|---|---|---|---|---|"]
+    for setting in results["settings"].values():
+        cells = [cell(list(seed_values(setting, metric).values())) for metric in METRICS]
+        lines.append(f"| {setting['label']} | {' '.join(sorted(setting['seeds']))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_reproduce(results: dict) -> str:
+    seeds = results["seeds"]
+    head = (
+        f"Emoji scenes, {results['categories']} categories, {results['steps']} steps x "
+        f"{results['batch_size']} images per run, seeds {' '.join(map(str, seeds))}; mIoU x 100, mean ± "
+        f"standard deviation over seeds; {results['minutes']:.0f} min in all on {results['machine']}."
+    )
+    lines = [head, "", settings_table(results), ""]
+    settings = results["settings"]
+    if {"larvseg", "baseline"} <= set(settings):
+        gains = paired_gain(results, "larvseg", "baseline")
+        base_gains = paired_gain(results, "larvseg", "baseline", "base")
+        lines.append(
+            "LarvSeg - baseline, per seed: novel "
+            + ", ".join(f"{100 * v:+.1f}" for v in gains.values())
+            + f" (mean {100 * statistics.fmean(gains.values()):+.1f}); base "
+            + ", ".join(f"{100 * v:+.1f}" for v in base_gains.values())
+            + "."
+        )
+    if {"larvseg", "full_masks"} <= set(settings):
+        ours = statistics.fmean(seed_values(settings["larvseg"], "novel").values())
+        bound = statistics.fmean(seed_values(settings["full_masks"], "novel").values())
+        lines.append(f"LarvSeg's novel mIoU is {100 * ours / bound:.0f}% of the fully supervised bound's.")
+    for title, key in (("One-point oracle propagation (features only):", "oracle"),):
+        if results.get(key):
+            lines += ["", title, "", "| features of | base | novel |", "|---|---|---|"]
+            for entry in results[key].values():
+                lines.append(
+                    f"| {entry['label']} | {cell(list(seed_values(entry, 'base').values()))} | "
+                    f"{cell(list(seed_values(entry, 'novel').values()))} |"
+                )
+    return "\n".join(lines)
+
+
+def render_main_command(results: dict) -> str:
+    lines = [
+        "| | mIoU all | mIoU base | mIoU novel | overall accuracy | wall time |",
+        "|---|---|---|---|---|---|",
+    ]
+    for setting in results["settings"].values():
+        (values,) = setting["seeds"].values()
+        minutes, seconds = divmod(round(values["seconds"]), 60)
+        lines.append(
+            f"| {setting['label']} | {100 * values['all']:.1f} | {100 * values['base']:.1f} | "
+            f"{100 * values['novel']:.1f} | {100 * values['overall_accuracy']:.1f} | {minutes} min {seconds:02d} s |"
+        )
+    return "\n".join(lines)
+
+
+RENDERERS = {"reproduce": render_reproduce, "main_command": render_main_command}
+
+
+def update_readme(readme: Path = README, results_dir: Path = RESULTS) -> str:
+    """Rewrite every marked section of the README whose JSON exists; returns the new text."""
+    text = readme.read_text()
+    for name, render in RENDERERS.items():
+        path = results_dir / f"{name}.json"
+        if not path.is_file():
+            continue
+        pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(\n<!-- /results:{name} -->)", re.DOTALL)
+        if not pattern.search(text):
+            raise ValueError(f"{readme} has no <!-- results:{name} --> ... <!-- /results:{name} --> section")
+        rendered = render(json.loads(path.read_text()))
+        text = pattern.sub(lambda m, body=rendered: m.group(1) + body + m.group(2), text)
+    readme.write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    update_readme()
+    sys.exit(0)
