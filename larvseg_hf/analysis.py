@@ -5,10 +5,14 @@ never saw? Each ground-truth category gets one random seed pixel; every pixel ta
 most similar seed (cosine of normalised features); mIoU is then split into base and novel.
 
 Attention localisation: does the CA-Cls attention point at a class's pixels better than the classifier's
-own score does? If not, multiplying logits by it cannot focus the image-level loss on the object."""
+own score does? If not, multiplying logits by it cannot focus the image-level loss on the object.
+
+Pooling dilution: the image-level loss pools logits over the whole image. For a class covering a small
+part of it, how much higher is that loss than with the logits pooled over the class's own pixels?"""
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -142,4 +146,85 @@ def attention_localization(
     return results
 
 
-__all__ = ["attention_localization", "oracle_propagation_miou", "precision_at_area", "propagate_from_seeds"]
+def pooled_cross_entropies(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> dict:
+    """logits (K, h, w), labels (h, w) at the same resolution -> for each class present: its area fraction
+    and the cross-entropy of the image-level loss's softmax (the image's other present classes' columns
+    dropped, as on the labels route) with the logits mean-pooled over the whole image and over the
+    class's own pixels."""
+    flat = logits.flatten(1)  # (K, X)
+    flat_labels = labels.flatten().to(flat.device)
+    classes = flat_labels[flat_labels != ignore_index].unique()
+    member = (flat_labels[None, :] == classes[:, None]).to(flat.dtype)  # (P, X)
+    own = member @ flat.T / member.sum(1, keepdim=True)  # (P, K): pooled over each class's pixels
+    whole = flat.mean(1).expand_as(own)
+    others = torch.zeros_like(own, dtype=torch.bool)
+    others[:, classes] = True
+    others[torch.arange(classes.numel()), classes] = False
+    rows = torch.arange(classes.numel())
+
+    def cross_entropy(pooled: torch.Tensor) -> torch.Tensor:
+        pooled = pooled.masked_fill(others, float("-inf"))
+        return pooled.logsumexp(1) - pooled[rows, classes]
+
+    return {
+        "classes": classes,
+        "area": member.sum(1) / flat_labels.numel(),
+        "whole_image": cross_entropy(whole),
+        "own_mask": cross_entropy(own),
+    }
+
+
+@torch.no_grad()
+def pooling_dilution(
+    model: torch.nn.Module,
+    processor: LarvSegImageProcessor,
+    rows: Iterable[dict],
+    *,
+    groups: dict[str, Sequence[int]],
+    area_bins: Sequence[float] = (0.0, 0.05, 0.15, 0.4, 1.0),
+    ignore_index: int = -100,
+) -> list[dict[str, Any]]:
+    """Mean whole-image and own-mask pooled cross-entropy (pooled_cross_entropies) of every (image, class
+    present) pair, by class group (e.g. base / novel / background) and area-fraction bin, at the
+    resolution of the model's logits."""
+    model.eval()
+    device = next(model.parameters()).device
+    group_of = {int(c): name for name, ids in groups.items() for c in ids}
+    pairs: list[tuple[str, float, float, float]] = []
+    for row in rows:
+        logits = model(processor(row["image"])["pixel_values"].to(device)).logits[0]
+        labels = to_label_array(row["label"])
+        small = torch.from_numpy(resize_labels_nearest(labels, tuple(logits.shape[-2:])))
+        out = pooled_cross_entropies(logits, small, ignore_index)
+        for c, area, whole, own in zip(*(out[k].tolist() for k in out), strict=True):
+            if c in group_of:
+                pairs.append((group_of[c], area, whole, own))
+
+    def bin_of(area: float) -> int:  # the last bin includes its upper edge
+        return min(bisect.bisect_right(area_bins, area), len(area_bins) - 1) - 1
+
+    table = []
+    for name in groups:
+        for index, (low, high) in enumerate(zip(area_bins[:-1], area_bins[1:], strict=True)):
+            chosen = [p for p in pairs if p[0] == name and bin_of(p[1]) == index]
+            if chosen:
+                table.append(
+                    {
+                        "group": name,
+                        "area": [low, high],
+                        "pairs": len(chosen),
+                        "whole_image": sum(p[2] for p in chosen) / len(chosen),
+                        "own_mask": sum(p[3] for p in chosen) / len(chosen),
+                    }
+                )
+    return table
+
+
+__all__ = [
+    "attention_localization",
+    "oracle_propagation_miou",
+    "pooled_cross_entropies",
+    "pooling_dilution",
+    "precision_at_area",
+    "propagate_from_seeds",
+]

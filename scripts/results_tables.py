@@ -48,11 +48,29 @@ def paired_gain(results: dict, name: str, reference: str, metric: str = "novel")
 
 
 def settings_table(results: dict) -> str:
-    lines = ["| setting | seeds | base | novel | all |", "|---|---|---|---|---|"]
-    for setting in results["settings"].values():
+    """One row per setting; the last columns pair each row with LarvSeg on the seeds both ran, and give
+    the mask-norm scale gamma (starts at 1) where training ended."""
+    lines = [
+        "| setting | seeds | base | novel | all | novel - LarvSeg, same seeds | mask-norm gamma at the end |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    settings = results["settings"]
+    for name, setting in settings.items():
         cells = [cell(list(seed_values(setting, metric).values())) for metric in METRICS]
-        lines.append(f"| {setting['label']} | {' '.join(sorted(setting['seeds']))} | " + " | ".join(cells) + " |")
+        gain = "" if name == "larvseg" or "larvseg" not in settings else paired_cell(results, name)
+        gamma = seed_values(setting, "mask_norm_gamma")
+        gamma_cell = " ".join(f"{v:.2f}" for v in gamma.values()) if gamma else ""
+        lines.append(
+            f"| {setting['label']} | {' '.join(sorted(setting['seeds']))} | "
+            + " | ".join([*cells, gain, gamma_cell])
+            + " |"
+        )
     return "\n".join(lines)
+
+
+def paired_cell(results: dict, name: str) -> str:
+    gains = paired_gain(results, name, "larvseg")
+    return " ".join(f"{100 * v:+.1f}" for v in gains.values())
 
 
 def render_reproduce(results: dict) -> str:
@@ -60,7 +78,8 @@ def render_reproduce(results: dict) -> str:
     head = (
         f"Emoji scenes, {results['categories']} categories, {results['steps']} steps x "
         f"{results['batch_size']} images per run, seeds {' '.join(map(str, seeds))}; mIoU x 100, mean ± "
-        f"standard deviation over seeds; {results['minutes']:.0f} min in all on {results['machine']}."
+        f"standard deviation over seeds; {results['minutes']:.0f} min of training and analyses in all on "
+        f"{results['machine']}."
     )
     lines = [head, "", settings_table(results), ""]
     settings = results["settings"]
@@ -104,20 +123,41 @@ def render_main_command(results: dict) -> str:
     return "\n".join(lines)
 
 
-RENDERERS = {"reproduce": render_reproduce, "main_command": render_main_command}
+def render_pooling_dilution(results: dict) -> str:
+    lines = [
+        f"Model `{results['model']}` ({results['categories']} emoji, mask-norm gamma "
+        f"{results['mask_norm_gamma']:.2f}), its eval scenes; cross-entropy of the image-level softmax:",
+        "",
+        "| class | area of the scene | pairs | pooled over the scene (the loss) | pooled over its own pixels |",
+        "|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        low, high = row["area"]
+        lines.append(
+            f"| {row['group']} | {100 * low:.0f}-{100 * high:.0f}% | {row['pairs']} | "
+            f"{row['whole_image']:.2f} | {row['own_mask']:.2f} |"
+        )
+    return "\n".join(lines)
 
 
-def update_readme(readme: Path = README, results_dir: Path = RESULTS) -> str:
-    """Rewrite every marked section of the README whose JSON exists; returns the new text."""
+RENDERERS = {
+    "reproduce": render_reproduce,
+    "main_command": render_main_command,
+    "pooling_dilution": render_pooling_dilution,
+}
+
+
+def update_readme(readme: Path = README, files: dict[str, Path] | None = None) -> str:
+    """Rewrite the README's marked sections from their JSON files (default: every committed one under
+    benchmarks/results/); returns the new text."""
+    if files is None:
+        files = {name: RESULTS / f"{name}.json" for name in RENDERERS if (RESULTS / f"{name}.json").is_file()}
     text = readme.read_text()
-    for name, render in RENDERERS.items():
-        path = results_dir / f"{name}.json"
-        if not path.is_file():
-            continue
+    for name, path in files.items():
         pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(\n<!-- /results:{name} -->)", re.DOTALL)
         if not pattern.search(text):
             raise ValueError(f"{readme} has no <!-- results:{name} --> ... <!-- /results:{name} --> section")
-        rendered = render(json.loads(path.read_text()))
+        rendered = RENDERERS[name](json.loads(Path(path).read_text()))
         text = pattern.sub(lambda m, body=rendered: m.group(1) + body + m.group(2), text)
     readme.write_text(text)
     return text

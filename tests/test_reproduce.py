@@ -74,6 +74,20 @@ def test_reproduce_json_readme_plot_and_resume(tmp_path):
     assert results_tables().render_reproduce(results) in readme and "old" not in readme
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # The dilution analysis on one of those runs, rendered into its own README section.
+    dilution_readme = tmp_path / "README_dilution.md"
+    dilution_readme.write_text("<!-- results:pooling_dilution -->\n<!-- /results:pooling_dilution -->\n")
+    dilution = tmp_path / "results" / "pooling_dilution.json"
+    command = [sys.executable, str(REPO / "scripts" / "pooling_dilution.py")]
+    command += ["--model", str(tmp_path / "runs" / "runs" / "larvseg-seed0"), "--results", str(dilution)]
+    command += ["--readme", str(dilution_readme)]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = json.loads(dilution.read_text())
+    assert {row["group"] for row in table["rows"]} == {"base", "novel", "background"}
+    assert sum(row["pairs"] for row in table["rows"] if row["group"] == "background") > 0
+    assert results_tables().render_pooling_dilution(table) in dilution_readme.read_text()
+
     second = _run(tmp_path, env)  # finished runs are reused, not retrained
     assert "(seed " not in second
     assert (
@@ -81,7 +95,7 @@ def test_reproduce_json_readme_plot_and_resume(tmp_path):
     )
 
 
-@pytest.mark.parametrize("name", ["reproduce", "main_command"])
+@pytest.mark.parametrize("name", ["reproduce", "main_command", "pooling_dilution"])
 def test_readme_tables_are_rendered_from_the_committed_results(name):
     tables = results_tables()
     path = tables.RESULTS / f"{name}.json"

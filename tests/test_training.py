@@ -644,3 +644,38 @@ def test_bad_label_in_data_fails_before_step_one_naming_the_mask_file(tiny_data,
     assert f"{bad}:train" in message, message
     assert "checking" in proc.stderr  # the pre-training check's progress bar
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # no step, no checkpoint
+
+
+@pytest.mark.parametrize("optim", ["adamw_torch", "sgd"])
+def test_mask_norm_scalars_get_their_own_learning_rate(tmp_path, optim):
+    """--mask_norm_lr_multiplier: gamma and beta in a group of their own at lr x multiplier, without weight
+    decay, kept at that ratio by the schedule; a first AdamW step moves gamma by that learning rate."""
+    from conftest import make_model
+
+    from larvseg_hf.training.arguments import LarvSegTrainingArguments
+    from larvseg_hf.training.trainer import LarvSegTrainer
+
+    model = make_model(train=True)
+    args = LarvSegTrainingArguments(
+        output_dir=str(tmp_path), learning_rate=1e-3, weight_decay=0.01, optim=optim, report_to="none",
+        mask_norm_lr_multiplier=30.0, lr_scheduler_type="cosine", use_cpu=True,
+    )  # fmt: skip
+    trainer = LarvSegTrainer(model=model, args=args)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    optimizer, scheduler = trainer.optimizer, trainer.lr_scheduler
+    scalars = {id(model.mask_norm_gamma), id(model.mask_norm_beta)}
+    (own,) = [g for g in optimizer.param_groups if {id(p) for p in g["params"]} & scalars]
+    assert {id(p) for p in own["params"]} == scalars and own["weight_decay"] == 0.0
+    others = [g for g in optimizer.param_groups if g is not own and g["params"]]
+    assert sum(len(g["params"]) for g in others) == sum(1 for _ in model.parameters()) - 2
+    for _ in range(4):
+        assert own["lr"] == pytest.approx(30 * others[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    if optim == "adamw_torch":
+        gamma = model.mask_norm_gamma
+        trainer.optimizer.zero_grad()
+        before, lr = gamma.detach().item(), own["lr"]
+        (-gamma).sum().backward()
+        optimizer.step()
+        assert gamma.detach().item() - before == pytest.approx(lr, rel=1e-3)
