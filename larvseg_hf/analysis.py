@@ -151,7 +151,7 @@ def pooled_cross_entropies(logits: torch.Tensor, labels: torch.Tensor, ignore_in
     and the cross-entropy of the image-level loss's softmax (the image's other present classes' columns
     dropped, as on the labels route) with the logits mean-pooled over the whole image and over the
     class's own pixels."""
-    flat = logits.flatten(1)  # (K, X)
+    flat = logits.flatten(1).float()  # (K, X); float32 sums also for half-precision logits
     flat_labels = labels.flatten().to(flat.device)
     classes = flat_labels[flat_labels != ignore_index].unique()
     member = (flat_labels[None, :] == classes[:, None]).to(flat.dtype)  # (P, X)
@@ -159,8 +159,8 @@ def pooled_cross_entropies(logits: torch.Tensor, labels: torch.Tensor, ignore_in
     whole = flat.mean(1).expand_as(own)
     others = torch.zeros_like(own, dtype=torch.bool)
     others[:, classes] = True
-    others[torch.arange(classes.numel()), classes] = False
-    rows = torch.arange(classes.numel())
+    rows = torch.arange(classes.numel(), device=flat.device)
+    others[rows, classes] = False
 
     def cross_entropy(pooled: torch.Tensor) -> torch.Tensor:
         pooled = pooled.masked_fill(others, float("-inf"))

@@ -5,7 +5,7 @@
     .venv/bin/python scripts/reproduce.py --suite main     # the README main command, baseline and LarvSeg
     .venv/bin/python scripts/reproduce.py --seeds 0 --steps 200 --settings baseline larvseg   # a quick look
 
-Suite "reproduce" (same data, steps and seeds for every row): masks only; + image-level loss (the
+Suite "reproduce" (same data and steps for every row; seeds 0 1 2, the switches 0 1): masks only; + image-level loss (the
 simple baseline); + CA-Cls (LarvSeg); LarvSeg evaluated with attentive (coseg) inference; the fully
 supervised bound (LarvSeg with masks for every category, novel ones too, so novel mIoU can be read as a
 fraction of what masks give); and LarvSeg with each switch toward this package's former behaviour, one at
@@ -80,18 +80,27 @@ ORACLE = ("masks_only", "larvseg")
 
 def run_training(name: str, extra: list[str], seed: int, args: argparse.Namespace, root: Path) -> Path:
     output_dir = root / "runs" / f"{name}-seed{seed}"
-    if (output_dir / "eval_results.json").is_file():
-        return output_dir  # finished in an earlier invocation
-    command = [sys.executable, str(TRAIN), "--output_dir", str(output_dir), "--seed", str(seed)]
+    command = ["--output_dir", str(output_dir), "--seed", str(seed)]
     if args.steps is not None:
         command += ["--max_steps", str(args.steps)]
     if args.categories is not None:
         command += ["--builtin_num_categories", str(args.categories)]
     command += ["--save_strategy", "no", "--disable_tqdm", "True", *shlex.split(args.train_args), *extra]
+    recorded = output_dir / "command.json"
+    if (output_dir / "eval_results.json").is_file():  # finished in an earlier invocation
+        if not recorded.is_file() or json.loads(recorded.read_text()) != command:
+            raise SystemExit(
+                f"{output_dir} was trained with other arguments than {shlex.join(command)}; delete it or give "
+                "another --output_dir"
+            )
+        return output_dir
+    for stale in ("wall_seconds.txt", "extra_evaluations.json", "command.json"):
+        (output_dir / stale).unlink(missing_ok=True)
     start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, str(TRAIN), *command], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
     (output_dir / "wall_seconds.txt").write_text(f"{seconds:.1f}\n")
+    recorded.write_text(json.dumps(command) + "\n")
     print(f"  {name} (seed {seed}): {seconds:.0f} s", flush=True)
     return output_dir
 
@@ -213,6 +222,8 @@ def main(argv: list[str] | None = None) -> dict:
             parser.error(f"unknown settings {unknown}; choose from {list(table)}")
         table = {name: table[name] for name in args.settings}
     args.seeds = args.seeds or ([0] if main_suite else [0, 1, 2])
+    if main_suite and len(args.seeds) != 1:
+        parser.error("the main suite reports one seed; give one --seeds value")
     if not main_suite:
         args.steps = args.steps or 600
         args.categories = args.categories or 20
@@ -245,11 +256,12 @@ def main(argv: list[str] | None = None) -> dict:
             if "oracle" in extra_scores:
                 entry = results["oracle"].setdefault(name, {"label": label, "seeds": {}})
                 entry["seeds"][str(seed)] = extra_scores["oracle"]
+    state = json.loads((output_dir / "trainer_state.json").read_text())  # the last run's; all share them
     results.update(
         seeds=args.seeds,
-        steps=args.steps or 2000,
-        categories=args.categories or 60,
-        batch_size=_batch_size(args.train_args),
+        steps=state["max_steps"],
+        categories=json.loads((output_dir / "config.json").read_text())["num_labels"] - 1,  # emoji
+        batch_size=state["train_batch_size"],
         minutes=compute_seconds / 60,  # every run's training and analyses, reused runs included
         machine=f"{os.cpu_count()} CPU cores ({platform.machine()})",
     )
@@ -264,13 +276,6 @@ def main(argv: list[str] | None = None) -> dict:
     render = results_tables.render_main_command if main_suite else results_tables.render_reproduce
     print(render(results))
     return results
-
-
-def _batch_size(train_args: str) -> int:
-    words = shlex.split(train_args)
-    if "--per_device_train_batch_size" in words:
-        return int(words[words.index("--per_device_train_batch_size") + 1])
-    return 16  # the built-in preset's
 
 
 def _plot(results: dict, path: Path) -> None:

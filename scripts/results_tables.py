@@ -61,7 +61,7 @@ def settings_table(results: dict) -> str:
         gamma = seed_values(setting, "mask_norm_gamma")
         gamma_cell = " ".join(f"{v:.2f}" for v in gamma.values()) if gamma else ""
         lines.append(
-            f"| {setting['label']} | {' '.join(sorted(setting['seeds']))} | "
+            f"| {setting['label']} | {' '.join(sorted(setting['seeds'], key=int))} | "
             + " | ".join([*cells, gain, gamma_cell])
             + " |"
         )
@@ -94,9 +94,12 @@ def render_reproduce(results: dict) -> str:
             + "."
         )
     if {"larvseg", "full_masks"} <= set(settings):
-        ours = statistics.fmean(seed_values(settings["larvseg"], "novel").values())
-        bound = statistics.fmean(seed_values(settings["full_masks"], "novel").values())
-        lines.append(f"LarvSeg's novel mIoU is {100 * ours / bound:.0f}% of the fully supervised bound's.")
+        ours, _ = mean_sd(list(seed_values(settings["larvseg"], "novel").values()))
+        bound, _ = mean_sd(list(seed_values(settings["full_masks"], "novel").values()))
+        if bound > 0:  # False for NaN too
+            lines.append(
+                f"LarvSeg's novel mIoU is {100 * ours / bound:.0f}% of the fully supervised bound's."
+            )
     for title, key in (("One-point oracle propagation (features only):", "oracle"),):
         if results.get(key):
             lines += ["", title, "", "| features of | base | novel |", "|---|---|---|"]
@@ -154,11 +157,11 @@ def update_readme(readme: Path = README, files: dict[str, Path] | None = None) -
         files = {name: RESULTS / f"{name}.json" for name in RENDERERS if (RESULTS / f"{name}.json").is_file()}
     text = readme.read_text()
     for name, path in files.items():
-        pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(\n<!-- /results:{name} -->)", re.DOTALL)
+        pattern = re.compile(rf"(<!-- results:{name} -->\n)(?:.*?\n)?(<!-- /results:{name} -->)", re.DOTALL)
         if not pattern.search(text):
             raise ValueError(f"{readme} has no <!-- results:{name} --> ... <!-- /results:{name} --> section")
         rendered = RENDERERS[name](json.loads(Path(path).read_text()))
-        text = pattern.sub(lambda m, body=rendered: m.group(1) + body + m.group(2), text)
+        text = pattern.sub(lambda m, body=rendered: m.group(1) + body + "\n" + m.group(2), text)
     readme.write_text(text)
     return text
 

@@ -90,6 +90,12 @@ def test_reproduce_json_readme_plot_and_resume(tmp_path):
 
     second = _run(tmp_path, env)  # finished runs are reused, not retrained
     assert "(seed " not in second
+    # ... but only when trained with the same arguments.
+    command = [sys.executable, str(REPRODUCE), "--seeds", "0", "--steps", "4", "--categories", "6"]
+    command += ["--output_dir", str(tmp_path / "runs"), "--train_args", TINY, "--settings", "baseline"]
+    command += ["--results", str(tmp_path / "other.json"), "--readme", "none", "--plot", "none"]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0 and "baseline-seed0 was trained with other arguments" in result.stderr
     assert (
         json.loads((tmp_path / "results" / "reproduce.json").read_text())["settings"] == results["settings"]
     )

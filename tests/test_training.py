@@ -668,6 +668,9 @@ def test_mask_norm_scalars_get_their_own_learning_rate(tmp_path, optim):
     assert {id(p) for p in own["params"]} == scalars and own["weight_decay"] == 0.0
     others = [g for g in optimizer.param_groups if g is not own and g["params"]]
     assert sum(len(g["params"]) for g in others) == sum(1 for _ in model.parameters()) - 2
+    groups = len(optimizer.param_groups)
+    assert trainer.create_optimizer() is optimizer and len(optimizer.param_groups) == groups  # train() again
+    assert {id(p) for p in own["params"]} == scalars
     for _ in range(4):
         assert own["lr"] == pytest.approx(30 * others[0]["lr"])
         optimizer.step()

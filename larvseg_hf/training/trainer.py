@@ -74,9 +74,9 @@ class LarvSegTrainer(Trainer):
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         """Trainer's optimizer, with the two mask-norm scalars in a group of their own at
         `args.mask_norm_lr_multiplier` times the learning rate (1 = no change)."""
-        optimizer = super().create_optimizer(model)
+        optimizer = super().create_optimizer(model)  # the existing one on a second call (train() again)
         multiplier = getattr(self.args, "mask_norm_lr_multiplier", 1.0)
-        if multiplier == 1.0:
+        if multiplier == 1.0 or any(group.get("name") == "mask_norm" for group in optimizer.param_groups):
             return optimizer
         opt_model = self.model if model is None else model
         scalars = {
@@ -88,7 +88,12 @@ class LarvSegTrainer(Trainer):
             group["params"] = [p for p in group["params"] if id(p) not in scalars]
         if moved:
             optimizer.add_param_group(
-                {"params": moved, "weight_decay": 0.0, "lr": optimizer.defaults["lr"] * multiplier}
+                {
+                    "params": moved,
+                    "weight_decay": 0.0,
+                    "lr": optimizer.defaults["lr"] * multiplier,
+                    "name": "mask_norm",
+                }
             )
         return optimizer
 
