@@ -151,7 +151,9 @@ def pooled_cross_entropies(logits: torch.Tensor, labels: torch.Tensor, ignore_in
     and the cross-entropy of the image-level loss's softmax (the image's other present classes' columns
     dropped, as on the labels route) with the logits mean-pooled over the whole image and over the
     class's own pixels."""
-    flat = logits.flatten(1).float()  # (K, X); float32 sums also for half-precision logits
+    flat = logits.flatten(1)  # (K, X)
+    if flat.element_size() < 4:
+        flat = flat.float()  # sums of half-precision logits lose too much
     flat_labels = labels.flatten().to(flat.device)
     classes = flat_labels[flat_labels != ignore_index].unique()
     member = (flat_labels[None, :] == classes[:, None]).to(flat.dtype)  # (P, X)
