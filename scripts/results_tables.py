@@ -113,16 +113,30 @@ def render_reproduce(results: dict) -> str:
 
 def render_main_command(results: dict) -> str:
     lines = [
-        "| | mIoU all | mIoU base | mIoU novel | overall accuracy | wall time |",
-        "|---|---|---|---|---|---|",
+        "| | mIoU all | mIoU base | mIoU novel | overall accuracy | mask-norm gamma at the end | wall time |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for setting in results["settings"].values():
+    novel = {}
+    for name, setting in results["settings"].items():
         (values,) = setting["seeds"].values()
+        novel[name] = values["novel"]
         minutes, seconds = divmod(round(values["seconds"]), 60)
+        gamma = f"{values['mask_norm_gamma']:.2f}" if "mask_norm_gamma" in values else ""
         lines.append(
             f"| {setting['label']} | {100 * values['all']:.1f} | {100 * values['base']:.1f} | "
-            f"{100 * values['novel']:.1f} | {100 * values['overall_accuracy']:.1f} | {minutes} min {seconds:02d} s |"
+            f"{100 * values['novel']:.1f} | {100 * values['overall_accuracy']:.1f} | {gamma} | "
+            f"{minutes} min {seconds:02d} s |"
         )
+    if {"larvseg", "baseline"} <= set(novel):
+        lines += [
+            "",
+            f"CA-Cls adds {100 * (novel['larvseg'] - novel['baseline']):+.1f} novel mIoU over the baseline",
+        ]
+        if novel.get("full_masks", 0) > 0:
+            lines[-1] += (
+                f"; LarvSeg's novel mIoU is {100 * novel['larvseg'] / novel['full_masks']:.0f}% of the bound's"
+            )
+        lines[-1] += "."
     return "\n".join(lines)
 
 
