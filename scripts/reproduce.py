@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
     results.update(
         seeds=args.seeds,
         steps=state["max_steps"],
-        categories=json.loads((output_dir / "config.json").read_text())["num_labels"] - 1,  # emoji
+        categories=len(json.loads((output_dir / "config.json").read_text())["id2label"]) - 1,  # emoji
         batch_size=state["train_batch_size"],
         minutes=compute_seconds / 60,  # every run's training and analyses, reused runs included
         machine=f"{os.cpu_count()} CPU cores ({platform.machine()})",
