@@ -98,7 +98,7 @@ class LarvSegConfig(PretrainedConfig):
             1 : 0.33 : 0.17 (the ADE-150 runs); the C171 + IN-124 config uses CA-Cls 0.2 per GPU (0.33 with that
             split). CA-Cls defaults to 0.25, between the two: on the built-in benchmark (20 emoji, 600 steps, seeds
             0 1 2) 0.17 gave novel mIoU +6.4 / +0.0 / +4.5 over the baseline (base -1.6 / -1.2 / +1.0) and 0.25
-            gave +8.1 / +4.1 / +2.4 (base -0.6 / -0.2 / +1.7).
+            gave +8.1 / +4.1 / +2.4 (base -0.6 / -0.3 / +1.8; benchmarks/results/reproduce.json).
         num_sampled_classes (`int`, defaults to 100): classes the classifier sees per source and step.
         loss_downsample_rate (`int`, defaults to 2): losses are computed at input size / this.
         ignore_index (`int`, defaults to -100): label of unlabeled pixels (must not be a vocabulary id).
