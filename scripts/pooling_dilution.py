@@ -32,9 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--readme", default=str(results_tables.README), help="'none' skips the README.")
     args = parser.parse_args(argv)
 
-    import torch
-
-    from larvseg_hf.analysis import pooling_dilution
+    from larvseg_hf.analysis import pooling_dilution  # runs without gradients itself
 
     model_dir = Path(args.model)
     if not (model_dir / "larvseg_training.json").is_file():
@@ -43,8 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     model, processor, base, novel, rows = load_run(model_dir)
     groups = {"novel": novel, "base": [c for c in base if c != BACKGROUND_ID], "background": [BACKGROUND_ID]}
-    with torch.no_grad():
-        table = pooling_dilution(model, processor, rows(), groups=groups)
+    table = pooling_dilution(model, processor, rows(), groups=groups)
     results = {
         "model": model_dir.name,
         "categories": model.config.num_labels - 1,

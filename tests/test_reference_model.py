@@ -277,6 +277,20 @@ def ring_in_order(bank_module, class_id: int) -> list[torch.Tensor]:
     return [bank_module.slots[class_id, (writes - stored + i) % size].double() for i in range(stored)]
 
 
+def assert_bank_matches(bank_module, reference_bank, num_classes: int, close=None) -> None:
+    """Every class's stored slot means, oldest first, against the reference bank's slot means; `close(a, b)`
+    compares one slot (default: assert_close at TOL)."""
+    for class_id in range(num_classes):
+        ours = ring_in_order(bank_module, class_id)
+        theirs = [slot.mean(0) for slot in reference_bank.slots[class_id]]
+        assert len(ours) == len(theirs)
+        for a, b in zip(ours, theirs, strict=True):
+            if close is None:
+                torch.testing.assert_close(a, b, atol=TOL, rtol=0)
+            else:
+                close(a, b)
+
+
 def by_pair(records, columns):
     return {(r["image"], columns[r["label"]]): r for r in records}
 
@@ -373,12 +387,7 @@ def test_mixed_sources_with_class_sampling_match_reference(per_source, routes):
     replay.replay(out, image_labels)
     assert model.memory_bank.num_writes.tolist() == replay.bank.writes
     assert (model.memory_bank.num_writes - writes_before).tolist() == [1, 1, 1, 1, 0, 1, 2, 0, 1, 1]
-    for class_id in range(NUM_LABELS):
-        ours = ring_in_order(model.memory_bank, class_id)
-        theirs = [slot.mean(0) for slot in replay.bank.slots[class_id]]
-        assert len(ours) == len(theirs)
-        for a, b in zip(ours, theirs, strict=True):
-            torch.testing.assert_close(a, b, atol=TOL, rtol=0)
+    assert_bank_matches(model.memory_bank, replay.bank, NUM_LABELS)
 
 
 # ----------------------------------------------------------------------------------------- coseg inference
@@ -493,12 +502,10 @@ def test_float16_bank_matches_the_full_precision_reference():
     before = replay.bank.copy()
 
     # (1) slot contents of the warm-up writes.
-    for class_id in range(NUM_LABELS):
-        ours = ring_in_order(model.memory_bank, class_id)
-        theirs = [slot.mean(0) for slot in before.slots[class_id]]
-        assert len(ours) == len(theirs)
-        for a, b in zip(ours, theirs, strict=True):
-            assert ((a - b).abs() <= HALF_RELATIVE * b.abs() + HALF_ABSOLUTE + 1e-7).all()
+    def within_half_precision(a, b):
+        assert ((a - b).abs() <= HALF_RELATIVE * b.abs() + HALF_ABSOLUTE + 1e-7).all()
+
+    assert_bank_matches(model.memory_bank, before, NUM_LABELS, within_half_precision)
 
     out = replay.forward(pixel_values, masks, image_labels, source_index)
     _, _, full, records = reference_losses(model, out, before, masks, image_labels, source_index)
@@ -618,12 +625,7 @@ def test_topk40_slots_with_fewer_and_just_more_real_pixels_than_k():
         len(s) for s in replay.bank.slots[2]
     ] == [36, 16]
     assert model.memory_bank.num_writes.tolist() == replay.bank.writes
-    for class_id in range(6):
-        ours = ring_in_order(model.memory_bank, class_id)
-        theirs = [slot.mean(0) for slot in replay.bank.slots[class_id]]
-        assert len(ours) == len(theirs)
-        for a, b in zip(ours, theirs, strict=True):
-            torch.testing.assert_close(a, b, atol=TOL, rtol=0)
+    assert_bank_matches(model.memory_bank, replay.bank, 6)
 
 
 def test_attentive_loss_with_slots_of_unequal_size_averages_every_stored_feature():
