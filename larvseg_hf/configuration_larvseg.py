@@ -221,6 +221,17 @@ class LarvSegConfig(PretrainedConfig):
             )
 
     @property
+    def class_names(self) -> list[str]:
+        """The vocabulary in id order: the one place a name list is read from id2label."""
+        return [self.id2label[i] for i in range(self.num_labels)]
+
+    @property
+    def novel_label_ids(self) -> list[int]:
+        """Ids without mask supervision: every id not in base_label_ids (all of them when none are base)."""
+        base = set(self.base_label_ids or ())
+        return [i for i in range(self.num_labels) if i not in base]
+
+    @property
     def is_vit_backbone(self) -> bool:
         return getattr(self.backbone_config, "model_type", None) == "vit"
 

@@ -1,5 +1,5 @@
 # Copyright 2026 The larvseg-hf authors. Licensed under the Apache License, Version 2.0.
-"""LarvSeg losses and class sampling: pure tensor code, no I/O, no Python loop over pairs or pixels.
+"""LarvSeg loss terms: pure tensor code, no I/O, no Python loop over pairs or pixels.
 
 Conventions shared by every function here:
 - `logits` are (B, K, H, W) over K "columns", a subset of the vocabulary chosen for this step.
@@ -23,51 +23,6 @@ import torch
 import torch.nn.functional as F
 
 STANDARDIZE_EPS = 1e-5
-
-
-def sample_classes(
-    present: torch.Tensor,
-    num_samples: int,
-    pool: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Ids the classifier sees this step: every present class plus a random fill from `pool`.
-
-    Args:
-        present: (N,) bool, classes in this batch's labels; always kept, even beyond `num_samples`.
-        num_samples: target number of classes.
-        pool: (N,) bool, classes that may be drawn as negatives (a dataset's vocabulary); None = all.
-    Returns:
-        Sorted (S,) int64 ids with S = max(num_samples capped by the pool, number present).
-    """
-    present = present.bool()
-    candidates = ~present if pool is None else pool.bool() & ~present
-    num_extra = min(max(num_samples - int(present.sum()), 0), int(candidates.sum()))
-    keys = torch.rand(present.shape, generator=generator, device=present.device)
-    keys = torch.where(candidates, keys, torch.full_like(keys, -1.0))
-    extra = keys.topk(num_extra).indices if num_extra > 0 else keys.new_zeros(0, dtype=torch.long)
-    return torch.cat([present.nonzero().flatten(), extra]).sort().values
-
-
-def mask_norm(
-    scores: torch.Tensor,
-    gamma: torch.Tensor,
-    beta: torch.Tensor,
-    class_mask: torch.Tensor | None = None,
-    eps: float = 1e-5,
-) -> torch.Tensor:
-    """Standardise each pixel's raw cosine scores across the columns in use, then scale and shift."""
-    if class_mask is None:
-        # One pass for both moments and one fused multiply-add: this runs over N x h x w at inference.
-        var, mean = torch.var_mean(scores, dim=1, unbiased=False, keepdim=True)
-        scale = gamma * torch.rsqrt(var + eps)
-        return torch.addcmul(beta - mean * scale, scores, scale)
-    else:
-        weight = class_mask.to(scores.dtype)[:, :, None, None]
-        count = weight.sum(1, keepdim=True).clamp(min=1)
-        mean = (scores * weight).sum(1, keepdim=True) / count
-        var = (((scores - mean) * weight) ** 2).sum(1, keepdim=True) / count
-    return gamma * (scores - mean) / torch.sqrt(var + eps) + beta
 
 
 def per_source_mean(
@@ -400,12 +355,10 @@ __all__ = [
     "image_label_pairs",
     "image_level_loss",
     "likely_present",
-    "mask_norm",
     "mask_slot_features",
     "masked_mean_pool",
     "per_source_mean",
     "pooled_pair_cross_entropy",
-    "sample_classes",
     "standardize",
     "supervised_loss",
     "topk_slot_features",

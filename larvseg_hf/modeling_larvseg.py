@@ -1,6 +1,7 @@
 # Copyright 2026 The larvseg-hf authors. Licensed under the Apache License, Version 2.0.
-"""PyTorch LarvSeg: a cosine-classifier segmenter over a vocabulary mixing mask-supervised and
-image-level-supervised categories, with the category-wise attentive classifier (CA-Cls)."""
+"""PyTorch LarvSeg: backbone -> head (cosine classifier with mask norm) -> criterion (supervised, image-level
+and category-wise attentive losses with a memory bank), over a vocabulary mixing mask-supervised and
+image-level-supervised categories."""
 
 from __future__ import annotations
 
@@ -10,34 +11,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-import transformers
 from huggingface_hub import try_to_load_from_cache
 from safetensors import SafetensorError, safe_open
 from torch import nn
-from transformers import AutoBackbone, AutoConfig, PreTrainedModel, ViTModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import SemanticSegmenterOutput
-from transformers.models.auto.modeling_auto import (
-    MODEL_FOR_BACKBONE_MAPPING_NAMES,
-    MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES,
-)
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
 from transformers.utils import SAFE_WEIGHTS_NAME
 
+from .backbone_larvseg import LarvSegFeatureExtractor, load_pretrained_backbone
 from .configuration_larvseg import LarvSegConfig, config_file_errors
-from .losses_larvseg import (
-    attentive_image_level_loss,
-    attentive_scores,
-    image_label_pairs,
-    image_level_loss,
-    mask_norm,
-    mask_slot_features,
-    sample_classes,
-    supervised_loss,
-    topk_slot_features,
-)
+from .criterion_larvseg import LarvSegLoss, source_pools
+from .head_larvseg import LarvSegHead, LarvSegMaskNorm
+from .input_checks_larvseg import check_inputs
 from .memory_bank_larvseg import LarvSegMemoryBank
 from .vocabulary import NameIndex
+
+#: State-dict keys of checkpoints saved before the head was its own module (commit 06cff37 and earlier).
+LEGACY_KEY_MAPPING = {
+    r"^neck\.": "head.neck.",
+    r"^pixel_projection\.": "head.pixel_projection.",
+    r"^class_projection\.": "head.class_projection.",
+    r"^class_embeddings$": "head.class_embeddings",
+    r"^mask_norm_gamma$": "head.mask_norm.gamma",
+    r"^mask_norm_beta$": "head.mask_norm.beta",
+}
 
 
 @dataclass
@@ -67,35 +66,6 @@ class LarvSegSemanticSegmenterOutput(SemanticSegmenterOutput):
     attentive_loss: torch.FloatTensor | None = None
 
 
-class LarvSegFeatureExtractor(nn.Module):
-    """Any transformers vision backbone -> one dense (B, C, h, w) feature map."""
-
-    def __init__(self, config: LarvSegConfig):
-        super().__init__()
-        backbone_config = config.backbone_config
-        if config.is_vit_backbone:
-            self.model = ViTModel(backbone_config, add_pooling_layer=False)
-            self.channels = backbone_config.hidden_size
-        else:
-            self.model = AutoBackbone.from_config(backbone_config)
-            self.channels = sum(self.model.channels)
-        self.is_vit = config.is_vit_backbone
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        if self.is_vit:
-            patch = self.model.config.patch_size
-            height, width = pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch
-            tokens = self.model(pixel_values, interpolate_pos_encoding=True).last_hidden_state[:, 1:]
-            return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, height, width)
-        maps = list(self.model(pixel_values).feature_maps)
-        size = maps[0].shape[-2:]
-        maps = [
-            m if m.shape[-2:] == size else F.interpolate(m, size, mode="bilinear", align_corners=False)
-            for m in maps
-        ]
-        return torch.cat(maps, dim=1)
-
-
 class LarvSegPreTrainedModel(PreTrainedModel):
     config_class = LarvSegConfig
     config: LarvSegConfig
@@ -106,10 +76,13 @@ class LarvSegPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """As `PreTrainedModel.from_pretrained`; a broken config.json or weights file is named in the error."""
+        """As `PreTrainedModel.from_pretrained`; checkpoints with the pre-head key names load too, and a
+        broken config.json or weights file is named in the error."""
+        legacy = "key_mapping" not in kwargs
+        kwargs.setdefault("key_mapping", LEGACY_KEY_MAPPING)
         with config_file_errors(pretrained_model_name_or_path):
             try:
-                return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+                model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
             except SafetensorError as err:
                 files = _unreadable_weight_files(pretrained_model_name_or_path)
                 raise OSError(
@@ -117,6 +90,10 @@ class LarvSegPreTrainedModel(PreTrainedModel):
                     f"{', '.join(files) or 'model.safetensors'} cannot be read ({err}). Download or save the model "
                     "again."
                 ) from err
+        if legacy:
+            # save_pretrained reverses the renamings it loaded with; the new names are the ones to write.
+            (model[0] if isinstance(model, tuple) else model)._weight_conversions = None
+        return model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # register_for_auto_class records one auto class; AutoModel must resolve the same class too.
@@ -132,23 +109,27 @@ class LarvSegPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         backbone = getattr(getattr(self, "backbone", None), "model", None)
-        if isinstance(backbone, PreTrainedModel):
-            backbone._init_weights(module)  # ViT position embeddings, cls token, ... as their own model does
-        else:
-            super()._init_weights(module)
-        if isinstance(module, LarvSegForSemanticSegmentation):
+        if isinstance(module, LarvSegHead):
             init.normal_(module.class_embeddings, mean=0.0, std=self.config.initializer_range)
-            init.ones_(module.mask_norm_gamma)
-            init.zeros_(module.mask_norm_beta)
-            # Non-persistent, so from_pretrained leaves it as uninitialised memory: rebuild it from the config.
-            init.copy_(module.base_mask, _base_mask(self.config, module.base_mask.device))
-            init.copy_(module.source_pools, _source_pools(self.config, module.source_pools.device))
-            # Loading replaces parameters with fresh requires_grad=True ones; the config says whether E is frozen.
-            module.class_embeddings.requires_grad_(not self.config.freeze_class_embeddings)
+        elif isinstance(module, LarvSegMaskNorm):
+            init.ones_(module.gamma)
+            init.zeros_(module.beta)
         elif isinstance(module, LarvSegMemoryBank):
             init.zeros_(module.slots)
             init.zeros_(module.num_writes)
             init.ones_(module.slot_counts)
+        elif isinstance(module, LarvSegLoss):
+            # Non-persistent, so from_pretrained leaves it as uninitialised memory: rebuild it from the config.
+            init.copy_(module.source_pools, source_pools(self.config, module.source_pools.device))
+        elif isinstance(module, LarvSegForSemanticSegmentation):
+            # Non-persistent, so this runs on loading too (the head alone is skipped once its weights load).
+            init.copy_(module.base_mask, _base_mask(self.config, module.base_mask.device))
+            # Loading replaces parameters with fresh requires_grad=True ones; the config says whether E is frozen.
+            module.head.class_embeddings.requires_grad_(not self.config.freeze_class_embeddings)
+        elif isinstance(backbone, PreTrainedModel):
+            backbone._init_weights(module)  # ViT position embeddings, cls token, ... as their own model does
+        else:
+            super()._init_weights(module)
 
 
 class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
@@ -162,33 +143,24 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         if config.num_labels < 1:
             raise ValueError("LarvSeg needs a non-empty vocabulary: config.id2label has no classes.")
         self.backbone = LarvSegFeatureExtractor(config)
-        dim = config.head_hidden_size or self.backbone.channels
-        self.neck = (
-            nn.Conv2d(self.backbone.channels, dim, 1) if dim != self.backbone.channels else nn.Identity()
-        )
-        self.pixel_projection = nn.Linear(dim, dim, bias=False)  # P
-        self.class_projection = nn.Linear(dim, dim, bias=False)  # Q
-        self.class_embeddings = nn.Parameter(torch.empty(config.num_labels, dim))  # E
-        self.class_embeddings.requires_grad_(not config.freeze_class_embeddings)
-        self.mask_norm_gamma = nn.Parameter(torch.ones(()))
-        self.mask_norm_beta = nn.Parameter(torch.zeros(()))
+        self.head = LarvSegHead(config, self.backbone.channels)
         self.memory_bank = LarvSegMemoryBank(
             config.num_labels,
-            dim,
+            self.head.hidden_size,
             size=config.memory_bank_size,
             warmup=config.memory_bank_warmup,
             dtype=config.memory_bank_dtype,
         )
+        self.criterion = LarvSegLoss(config)
         # Derived from the config, so rebuilt (in _init_weights) rather than saved.
         self.register_buffer("base_mask", _base_mask(config), persistent=False)
-        self.register_buffer("source_pools", _source_pools(config), persistent=False)
         self.post_init()
 
     # ----------------------------------------------------------------------------------------- vocabulary
 
     @property
     def class_names(self) -> list[str]:
-        return [self.config.id2label[i] for i in range(self.config.num_labels)]
+        return self.config.class_names
 
     def resolve_class_ids(self, classes: Sequence[int | str] | torch.Tensor) -> torch.LongTensor:
         """Vocabulary ids from a list of ids or names (names matched as training merges them, see
@@ -201,7 +173,7 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         if isinstance(classes, torch.Tensor):
             if classes.dtype.is_floating_point or classes.dtype.is_complex or classes.dtype == torch.bool:
                 raise TypeError(f"class_ids must hold integer ids, got a tensor of dtype {classes.dtype}.")
-            ids = classes.to(dtype=torch.long, device=self.class_embeddings.device).flatten()
+            ids = classes.to(dtype=torch.long, device=self.device).flatten()
         else:
             try:
                 items = list(classes)
@@ -221,7 +193,7 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
                         f"class_ids entries must be class names (str) or integer ids, got {type(item).__name__}: "
                         f"{item!r}."
                     )
-            ids = torch.tensor(ids_list, dtype=torch.long, device=self.class_embeddings.device)
+            ids = torch.tensor(ids_list, dtype=torch.long, device=self.device)
         if ids.numel() == 0:
             raise ValueError("class_ids is empty: restrict inference to at least one class.")
         bad = ids[(ids < 0) | (ids >= self.config.num_labels)]
@@ -245,143 +217,20 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             self._name_index_cache = cached
         return cached[1]
 
-    # ----------------------------------------------------------------------------------------- features
+    def _name_index(self) -> NameIndex:
+        """The vocabulary's name lookup, rebuilt when config.id2label is replaced."""
+        id2label = self.config.id2label
+        cached = getattr(self, "_name_index_cache", None)
+        if cached is None or cached[0] is not id2label:
+            cached = (id2label, NameIndex(self.config.class_names, what="model's vocabulary"))
+            self._name_index_cache = cached
+        return cached[1]
+
+    # ----------------------------------------------------------------------------------------- forward
 
     def pixel_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """L2-normalised projected pixel features z (B, d, h, w)."""
-        features = self.neck(self.backbone(pixel_values))
-        projected = self.pixel_projection(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        return F.normalize(projected, dim=1)
-
-    def class_vectors(self, class_ids: torch.Tensor) -> torch.Tensor:
-        """L2-normalised projected class embeddings c (K, d).
-
-        Without gradients, the whole vocabulary's vectors are computed once and reused until E or Q
-        change (their in-place version counters move), so a 21K-class model does not re-project
-        21K x d x d at every image."""
-        if not torch.is_grad_enabled():
-            vectors = self._cached_class_vectors()
-            whole = class_ids.numel() == vectors.shape[0] and torch.equal(
-                class_ids, torch.arange(vectors.shape[0], device=class_ids.device)
-            )
-            return vectors if whole else vectors[class_ids]
-        embeddings = self.class_embeddings[class_ids]
-        if self.config.freeze_class_embeddings:
-            embeddings = embeddings.detach()
-        return F.normalize(self.class_projection(embeddings), dim=-1)
-
-    def _cached_class_vectors(self) -> torch.Tensor:
-        embeddings, projection = self.class_embeddings, self.class_projection.weight
-        key = (
-            embeddings._version,
-            projection._version,
-            embeddings.data_ptr(),
-            projection.data_ptr(),
-            embeddings.device,
-        )
-        cache = getattr(self, "_class_vector_cache", None)
-        if cache is None or cache[0] != key:
-            with torch.no_grad():
-                vectors = F.normalize(self.class_projection(embeddings), dim=-1)
-            self._class_vector_cache = (key, vectors)
-        return self._class_vector_cache[1]
-
-    def _check_inputs(self, pixel_values, labels, image_labels, pixel_mask=None) -> None:
-        if not isinstance(pixel_values, torch.Tensor):
-            raise TypeError(
-                f"pixel_values must be a torch.Tensor, got {type(pixel_values).__module__}.{type(pixel_values).__name__}; "
-                "prepare images with LarvSegImageProcessor (return_tensors='pt'), or torch.from_numpy(...)."
-            )
-        if pixel_values.dtype != self.dtype:
-            hint = (
-                "normalised float pixels come from LarvSegImageProcessor"
-                if not pixel_values.dtype.is_floating_point
-                else f"cast with pixel_values.to({self.dtype})"
-            )
-            raise TypeError(
-                f"pixel_values has dtype {pixel_values.dtype} but the model's weights are {self.dtype}; {hint}."
-            )
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
-            raise ValueError(
-                f"pixel_values must be (batch, 3, height, width), got shape {tuple(pixel_values.shape)}; "
-                "use LarvSegImageProcessor to prepare RGB images."
-            )
-        batch, _, height, width = pixel_values.shape
-        if labels is not None:
-            if labels.shape != (batch, height, width):
-                raise ValueError(
-                    f"labels must be (batch, height, width) = {(batch, height, width)}, got {tuple(labels.shape)}"
-                )
-            labeled = labels[labels != self.config.ignore_index]
-            bad = labeled[(labeled < 0) | (labeled >= self.config.num_labels)]
-            if bad.numel():
-                raise ValueError(
-                    f"labels hold ids {bad.unique().tolist()[:10]} outside the vocabulary [0, {self.config.num_labels}) "
-                    f"that are not ignore_index={self.config.ignore_index}."
-                )
-        if pixel_mask is not None and tuple(pixel_mask.shape) != (batch, height, width):
-            raise ValueError(
-                f"pixel_mask must be (batch, height, width) = {(batch, height, width)}, got {tuple(pixel_mask.shape)}"
-            )
-        if image_labels is not None and tuple(image_labels.shape) != (batch, self.config.num_labels):
-            raise ValueError(
-                f"image_labels must be multi-hot of shape (batch, num_labels) = {(batch, self.config.num_labels)}, "
-                f"got {tuple(image_labels.shape)}."
-            )
-
-    def _training_columns(
-        self,
-        labels: torch.Tensor | None,
-        image_labels: torch.Tensor | None,
-        batch: int,
-        source_index: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Class sampling: up to `num_sampled_classes` columns per group of samples, every present class kept.
-
-        Groups are the sources of `source_index` when `config.per_source_columns` and the config knows the
-        sources' vocabularies: each draws from its own vocabulary, as each GPU of the reference holds one
-        dataset. Otherwise mask and image-level samples form two groups drawing from the whole vocabulary.
-        Returns (columns, class_mask (B, K): the columns each sample's softmax and mask norm use), or
-        (all ids, None) when every sample may use every class."""
-        config, device = self.config, self.class_embeddings.device
-        present = torch.zeros(batch, config.num_labels, dtype=torch.bool, device=device)  # per sample
-        is_mask = torch.zeros(batch, dtype=torch.bool, device=device)
-        if labels is not None:
-            valid = labels != config.ignore_index
-            is_mask = valid.flatten(1).any(1)
-            rows = torch.arange(batch, device=device)[:, None, None].expand_as(labels)
-            present[rows[valid], labels[valid]] = True
-        if image_labels is not None:
-            present |= image_labels > 0
-        pools = self.source_pools if config.per_source_columns and source_index is not None else None
-        if pools is not None and pools.shape[0] > 0:
-            if int(source_index.max()) >= pools.shape[0] or int(source_index.min()) < 0:
-                raise ValueError(
-                    f"source_index holds {source_index.unique().tolist()}, but the config names "
-                    f"{pools.shape[0]} sources: {list(config.source_vocabularies)}"
-                )
-            group_of = source_index.to(device)
-            group_pools = pools
-        else:
-            if config.num_labels <= config.num_sampled_classes:
-                return torch.arange(config.num_labels, device=device), None
-            group_of = (~is_mask).long()  # 0: mask samples (and samples without labels), 1: image-level
-            group_pools = None
-        groups = group_of.unique()
-        group_columns = [  # one draw per source present (a handful), not per sample or class
-            sample_classes(
-                present[group_of == g].any(0),
-                config.num_sampled_classes,
-                None if group_pools is None else group_pools[g],
-            )
-            for g in groups.tolist()
-        ]
-        columns = torch.cat(group_columns).unique()
-        allowed = torch.stack([torch.isin(columns, ids) for ids in group_columns])  # (G, K)
-        class_mask = allowed[torch.searchsorted(groups, group_of)]
-        return columns, class_mask
-
-    # ----------------------------------------------------------------------------------------- forward
+        return self.head.pixel_features(self.backbone(pixel_values))
 
     def forward(
         self,
@@ -413,31 +262,28 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             `config.per_source_losses` every loss is averaged per source (see the config).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        self._check_inputs(pixel_values, labels, image_labels, pixel_mask)
-        batch = pixel_values.shape[0]
+        check_inputs(self.config, self.dtype, pixel_values, labels, image_labels, pixel_mask)
         has_targets = labels is not None or image_labels is not None
 
         class_mask = None
         if class_ids is not None:
             columns = self.resolve_class_ids(class_ids)
         elif self.training and has_targets:
-            columns, class_mask = self._training_columns(labels, image_labels, batch, source_index)
+            columns, class_mask = self.criterion.sample_columns(
+                labels, image_labels, pixel_values.shape[0], source_index
+            )
         else:
-            columns = torch.arange(self.config.num_labels, device=self.class_embeddings.device)
+            columns = torch.arange(self.config.num_labels, device=self.device)
 
-        features = self.pixel_features(pixel_values)
-        scores = torch.einsum("bdhw,kd->bkhw", features, self.class_vectors(columns))
-        logits = mask_norm(
-            scores, self.mask_norm_gamma, self.mask_norm_beta, class_mask, self.config.mask_norm_eps
-        )
+        features, scores, logits = self.head(self.backbone(pixel_values), columns, class_mask)
         if coseg:
             logits = logits * torch.sigmoid(self._coseg_attention(features, scores, columns))
 
-        loss = terms = None
+        loss, terms = None, {}
         if has_targets:
-            image_source = source_index if self.config.per_source_losses else None
-            loss, terms = self._losses(
-                pixel_values,
+            terms = self.criterion(
+                self.memory_bank,
+                tuple(pixel_values.shape[-2:]),
                 logits,
                 features,
                 scores,
@@ -446,8 +292,10 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
                 labels,
                 image_labels,
                 pixel_mask,
-                image_source,
+                source_index,
             )
+            loss = self.criterion.total(terms)
+            terms = {name: value.detach() for name, value in terms.items()}
 
         output = LarvSegSemanticSegmenterOutput(
             loss=loss,
@@ -456,127 +304,9 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             class_mask=class_mask,
             features=features.detach(),
             scores=scores.detach(),
-            **(terms or {}),
+            **terms,
         )
         return output if return_dict else output.to_tuple()
-
-    def _losses(
-        self,
-        pixel_values,
-        logits,
-        features,
-        scores,
-        columns,
-        class_mask,
-        labels,
-        image_labels,
-        pixel_mask,
-        image_source=None,
-    ):
-        config = self.config
-        rate = config.loss_downsample_rate
-        size = (pixel_values.shape[-2] // rate, pixel_values.shape[-1] // rate)
-        upsampled = F.interpolate(logits, size, mode="bilinear", align_corners=False)
-        zero = upsampled.sum() * 0.0
-        terms = {"supervised_loss": zero, "image_level_loss": zero, "attentive_loss": zero}
-
-        # Bank writes of this step, enqueued together after the losses: the gather across processes is a
-        # collective, and every pair is scored against the bank as it was before this step.
-        writes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (column, slot mean, pixels)
-        if labels is not None:
-            # Vocabulary id -> column; ids outside this step's columns cannot occur (present ids are always kept).
-            to_column = torch.full(
-                (config.num_labels,), config.ignore_index, dtype=torch.long, device=labels.device
-            )
-            to_column[columns] = torch.arange(columns.numel(), device=labels.device)
-            valid = labels != config.ignore_index
-            full_column_labels = torch.where(valid, to_column[labels.clamp(min=0)], labels)[:, None].float()
-            column_labels = F.interpolate(full_column_labels, size, mode="nearest")[:, 0].long()
-            terms["supervised_loss"] = supervised_loss(
-                upsampled, column_labels, class_mask, config.ignore_index, image_source
-            )
-            if self.training and config.attentive_loss_weight > 0 and config.memory_bank_from_masks:
-                feature_labels = F.interpolate(full_column_labels, features.shape[-2:], mode="nearest")[:, 0]
-                writes.append(
-                    mask_slot_features(
-                        features, scores, feature_labels.long(), config.memory_bank_topk, config.ignore_index
-                    )
-                )
-
-        if image_labels is not None:
-            targets = image_labels[:, columns] > 0
-            real = None  # the image's own pixels at loss and feature resolution
-            if pixel_mask is not None:
-                real = tuple(
-                    F.interpolate(pixel_mask[:, None].float(), shape, mode="nearest")[:, 0] > 0.5
-                    for shape in (size, features.shape[-2:])
-                )
-            terms["image_level_loss"] = image_level_loss(
-                upsampled, targets, class_mask, None if real is None else real[0], image_source
-            )
-            if config.attentive_loss_weight > 0:
-                terms["attentive_loss"], pair_writes = self._attentive_loss(
-                    upsampled, features, scores, columns, class_mask, targets, real, image_source
-                )
-                if pair_writes is not None:
-                    writes.append(pair_writes)
-
-        if writes:
-            self.memory_bank.enqueue(
-                columns[torch.cat([column for column, _, _ in writes])],
-                torch.cat([slot for _, slot, _ in writes]),
-                torch.cat([count for _, _, count in writes]),
-            )
-
-        loss = (
-            config.supervised_loss_weight * terms["supervised_loss"]
-            + config.image_loss_weight * terms["image_level_loss"]
-            + config.attentive_loss_weight * terms["attentive_loss"]
-        )
-        return loss, {name: value.detach() for name, value in terms.items()}
-
-    def _attentive_loss(
-        self, upsampled, features, scores, columns, class_mask, targets, real=None, image_source=None
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
-        """CA-Cls loss and, in training, the (column, slot mean, pixels averaged) of each image-level pair
-        for the caller to enqueue. `real`: the image's own pixels at loss and at feature resolution, or None for all."""
-        config = self.config
-        real_loss, real_features = (None, None) if real is None else real
-        pair_image, pair_column, pair_rank = image_label_pairs(targets)
-        usable = self.memory_bank.usable(columns)
-        attention = self._attention_from_bank(
-            features, scores, columns, usable, pair_image, pair_column, targets, class_mask, real_features
-        )
-        attention = torch.sigmoid(
-            F.interpolate(attention[:, None], upsampled.shape[-2:], mode="bilinear", align_corners=False)[
-                :, 0
-            ]
-        )
-        loss = attentive_image_level_loss(
-            upsampled,
-            attention,
-            pair_image,
-            pair_column,
-            pair_rank,
-            targets,
-            class_mask,
-            valid=usable[pair_column],
-            pixel_mask=real_loss,
-            image_source=image_source,
-        )
-        if not self.training:
-            return loss, None  # evaluation scores with the bank but never writes to it
-        # Enqueued by the caller after scoring, so attention mines other images' features, never this one's.
-        slot_means, slot_counts = topk_slot_features(
-            features,
-            scores,
-            pair_image,
-            pair_column,
-            config.memory_bank_topk,
-            real_features,
-            return_counts=True,
-        )
-        return loss, (pair_column, slot_means, slot_counts)
 
     def _coseg_attention(self, features, scores, columns) -> torch.Tensor:
         """Attention logits (B, K, h, w) for every (image, column) whose class has a usable bank; 0 elsewhere
@@ -585,40 +315,11 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         pair_image = torch.arange(batch, device=scores.device).repeat_interleave(num_columns)
         pair_column = torch.arange(num_columns, device=scores.device).repeat(batch)
         usable = self.memory_bank.usable(columns)
-        attention = self._attention_from_bank(features, scores, columns, usable, pair_image, pair_column)
+        attention = self.criterion.attention_logits(
+            self.memory_bank, features, scores, columns, usable, pair_image, pair_column
+        )
         attention = attention.view(batch, num_columns, *scores.shape[-2:])
         return attention * usable[None, :, None, None]
-
-    def _attention_from_bank(
-        self,
-        features,
-        scores,
-        columns,
-        usable,
-        pair_image,
-        pair_column,
-        targets=None,
-        class_mask=None,
-        pixel_mask=None,
-    ) -> torch.Tensor:
-        """CA-Cls attention logits for (image, column) pairs with this model's bank and settings."""
-        config = self.config
-        return attentive_scores(
-            features,
-            scores,
-            self.memory_bank.class_means(columns),
-            usable,
-            pair_image,
-            pair_column,
-            targets,
-            background_topk=config.background_topk,
-            background_threshold=config.background_score_threshold,
-            synonym_mse_threshold=config.synonym_mse_threshold,
-            synonym_filter_routes=config.synonym_filter_routes,
-            background_suppression=config.background_suppression,
-            class_mask=class_mask,
-            pixel_mask=pixel_mask,
-        )
 
     # ----------------------------------------------------------------------------------------- building
 
@@ -631,29 +332,14 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         out_features: Sequence[str] | None = None,
         **config_kwargs,
     ) -> LarvSegForSemanticSegmentation:
-        """A LarvSeg model on a pretrained backbone (Hub id or local folder) with a fresh head.
-
-        ViT checkpoints load as `ViTModel`; anything else as its own `*Backbone` class, since
-        `load_backbone` builds random weights and `AutoBackbone.from_pretrained` rejects local paths.
-        """
+        """A LarvSeg model on a pretrained backbone (Hub id or local folder) with a fresh head."""
         vocabulary = list(vocabulary)
         if not vocabulary:
             raise ValueError("vocabulary is empty: LarvSeg needs at least one class name.")
         if len(set(vocabulary)) != len(vocabulary):
             duplicates = sorted({n for n in vocabulary if vocabulary.count(n) > 1})[:10]
             raise ValueError(f"vocabulary has duplicate names: {duplicates}")
-        backbone_config = AutoConfig.from_pretrained(backbone_name_or_path)
-        if backbone_config.model_type == "vit":
-            pretrained = ViTModel.from_pretrained(backbone_name_or_path, add_pooling_layer=False)
-        else:
-            class_name = MODEL_FOR_BACKBONE_MAPPING_NAMES.get(backbone_config.model_type)
-            if class_name is None:
-                raise ValueError(
-                    f"{backbone_name_or_path} is a {backbone_config.model_type!r} model, which has neither a ViT "
-                    "encoder nor a transformers Backbone class."
-                )
-            kwargs = {"out_features": list(out_features)} if out_features else {}
-            pretrained = getattr(transformers, class_name).from_pretrained(backbone_name_or_path, **kwargs)
+        pretrained = load_pretrained_backbone(backbone_name_or_path, out_features)
         config = LarvSegConfig(
             backbone_config=pretrained.config,
             id2label=dict(enumerate(vocabulary)),
@@ -681,15 +367,6 @@ def _unreadable_weight_files(pretrained_model_name_or_path) -> list[str]:
         except (SafetensorError, OSError):
             unreadable.append(str(candidate))
     return unreadable
-
-
-def _source_pools(config: LarvSegConfig, device: torch.device | str | None = None) -> torch.Tensor:
-    """(S, num_labels) bool: row s is the vocabulary of source s of config.source_vocabularies."""
-    vocabularies = list((config.source_vocabularies or {}).values())
-    pools = torch.zeros(len(vocabularies), config.num_labels, dtype=torch.bool, device=device)
-    for row, ids in enumerate(vocabularies):  # config parsing: once per source
-        pools[row, list(ids)] = True
-    return pools
 
 
 def _base_mask(config: LarvSegConfig, device: torch.device | str | None = None) -> torch.Tensor:

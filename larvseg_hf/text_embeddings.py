@@ -72,13 +72,15 @@ def fit_to_width(embeddings: torch.Tensor, width: int, seed: int = 0) -> torch.T
 def init_class_embeddings_from_names(
     model: torch.nn.Module, encoder_name_or_path: str | None = None, freeze: bool | None = None
 ) -> torch.Tensor:
-    """Copy name embeddings into `model.class_embeddings` (E); optionally freeze E. Returns them."""
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    text = fit_to_width(encode_class_names(names, encoder_name_or_path), model.class_embeddings.shape[1])
+    """Copy name embeddings into `model.head.class_embeddings` (E); optionally freeze E. Returns them."""
+    embeddings = model.head.class_embeddings
+    text = fit_to_width(
+        encode_class_names(model.config.class_names, encoder_name_or_path), embeddings.shape[1]
+    )
     with torch.no_grad():
-        model.class_embeddings.copy_(text.to(model.class_embeddings))
+        embeddings.copy_(text.to(embeddings))
     if freeze is not None:
-        model.class_embeddings.requires_grad_(not freeze)
+        embeddings.requires_grad_(not freeze)
         model.config.freeze_class_embeddings = freeze
     return text
 

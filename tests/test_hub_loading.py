@@ -103,7 +103,7 @@ CHILD = textwrap.dedent(
         "classes": [type(m).__module__ + "." + type(m).__name__ for m in (config, auto, seg, processor)],
         "id2label": {str(k): v for k, v in config.id2label.items()},
         "base_label_ids": list(config.base_label_ids),
-        "embeddings_trainable": [m.class_embeddings.requires_grad for m in (auto, seg)],
+        "embeddings_trainable": [m.head.class_embeddings.requires_grad for m in (auto, seg)],
         "hyper": hyper,
     }))
     """
@@ -119,8 +119,8 @@ def _trained_model() -> LarvSegForSemanticSegmentation:
         ids, torch.nn.functional.normalize(torch.randn(ids.numel(), 24, generator=generator))
     )
     with torch.no_grad():
-        model.mask_norm_gamma.fill_(1.7)
-        model.mask_norm_beta.fill_(0.1)
+        model.head.mask_norm.gamma.fill_(1.7)
+        model.head.mask_norm.beta.fill_(0.1)
     return model.eval()
 
 
@@ -242,13 +242,13 @@ def test_installed_package_route_without_trust_remote_code(saved):
     # base_mask is a non-persistent buffer: it must be rebuilt from the config, not left uninitialised.
     assert torch.equal(loaded.base_mask, model.base_mask)
     # freeze_class_embeddings survives loading: E stays frozen and gets no gradient in training.
-    assert not loaded.class_embeddings.requires_grad
+    assert not loaded.head.class_embeddings.requires_grad
     loaded.train()
     image_labels = torch.zeros(1, len(NAMES))
     image_labels[0, 5] = 1
     loaded(**inputs, image_labels=image_labels).loss.backward()
-    assert loaded.class_embeddings.grad is None
-    assert loaded.class_projection.weight.grad is not None
+    assert loaded.head.class_embeddings.grad is None
+    assert loaded.head.class_projection.weight.grad is not None
     assert loaded.memory_bank.size == 3 and loaded.memory_bank.warmup == 2
 
 
@@ -260,6 +260,16 @@ def test_base_mask_rebuilt_after_loading_large_vocabularies(tmp_path, num_labels
     for _ in range(2):
         loaded = AutoModel.from_pretrained(tmp_path)
         assert loaded.base_mask.nonzero().flatten().tolist() == base
+
+
+def test_criterion_source_pools_rebuilt_after_loading(tmp_path):
+    """The criterion's per-source sampling pools are a non-persistent buffer: rebuilt from the config."""
+    pools = {"masks": [0, 1, 2], "images": [3, 4, 5, 6]}
+    model = make_model("vit", 12, source_vocabularies=pools, per_source_columns=True)
+    model.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path)
+    rows = [row.nonzero().flatten().tolist() for row in loaded.criterion.source_pools]
+    assert rows == list(loaded.config.source_vocabularies.values()) and sorted(rows) == sorted(pools.values())
 
 
 def test_config_round_trip_with_a_30000_name_vocabulary(tmp_path):

@@ -18,14 +18,14 @@ from reference_larvseg import (
     ref_topk_pixel_features,
 )
 
+from larvseg_hf.criterion_larvseg import sample_classes
+from larvseg_hf.head_larvseg import mask_norm
 from larvseg_hf.losses_larvseg import (
     attentive_image_level_loss,
     attentive_scores,
     image_label_pairs,
     image_level_loss,
-    mask_norm,
     mask_slot_features,
-    sample_classes,
     supervised_loss,
     topk_slot_features,
 )
@@ -427,7 +427,7 @@ def implementation_loss(
     image_source=None,
     **kwargs,
 ):
-    """The model's `_attentive_loss` pipeline on the public functions."""
+    """The criterion's `_attentive_loss` pipeline on the public functions."""
     means, usable = bank.class_means(columns), bank.usable(columns)
     pair_image, pair_column, pair_rank = image_label_pairs(targets)
     maps = attentive_scores(

@@ -9,7 +9,7 @@ import torch
 from conftest import make_config, make_model
 from PIL import Image
 
-import larvseg_hf.modeling_larvseg as modeling
+import larvseg_hf.head_larvseg as head_module
 from larvseg_hf import LarvSegForSemanticSegmentation
 
 NAMES = ["background", "cat", "dog", "potted_plant", "person"]
@@ -64,7 +64,7 @@ def test_head_hidden_size_adds_neck():
     with torch.no_grad():
         out = model(torch.randn(1, 3, 32, 32))
     assert out.features.shape == (1, 24, 4, 4)
-    assert model.class_embeddings.shape == (len(NAMES), 24)
+    assert model.head.class_embeddings.shape == (len(NAMES), 24)
 
 
 @pytest.mark.parametrize("size", [(24, 56), (64, 16), (40, 32)])
@@ -171,7 +171,7 @@ def test_ignore_index_inside_vocabulary_is_rejected():
 
 
 class _MaskNormSpy:
-    """Wraps modeling.mask_norm to record the class_mask each forward standardises with."""
+    """Wraps head_larvseg.mask_norm to record the class_mask each forward standardises with."""
 
     def __init__(self):
         self.class_masks = []
@@ -181,7 +181,7 @@ class _MaskNormSpy:
         return _ORIGINAL_MASK_NORM(scores, gamma, beta, class_mask, eps)
 
 
-_ORIGINAL_MASK_NORM = modeling.mask_norm
+_ORIGINAL_MASK_NORM = head_module.mask_norm
 
 
 @pytest.mark.parametrize("per_source", [True, False])
@@ -203,7 +203,7 @@ def test_training_class_sampling_keeps_present_and_draws_from_each_sources_vocab
         per_source_columns=per_source,
     )
     spy = _MaskNormSpy()
-    monkeypatch.setattr(modeling, "mask_norm", spy)
+    monkeypatch.setattr(head_module, "mask_norm", spy)
 
     labels = torch.full((4, 32, 32), IGNORE)
     labels[0, :16], labels[0, 16:], labels[1, :, :8] = 2, 5, 11  # mask rows 0, 1 (row 1 partly unlabelled)
@@ -239,9 +239,9 @@ def test_training_class_sampling_keeps_present_and_draws_from_each_sources_vocab
     assert torch.isfinite(out.supervised_loss) and out.supervised_loss > 0
     assert torch.isfinite(out.image_level_loss) and out.image_level_loss > 0
     out.loss.backward()
-    assert torch.isfinite(model.class_embeddings.grad).all()
+    assert torch.isfinite(model.head.class_embeddings.grad).all()
     # Only the columns seen this step receive gradient.
-    touched = model.class_embeddings.grad.abs().sum(1) > 0
+    touched = model.head.class_embeddings.grad.abs().sum(1) > 0
     assert set(touched.nonzero().flatten().tolist()) <= set(columns)
 
 
@@ -270,7 +270,12 @@ def test_small_vocabulary_uses_every_class_in_training():
     assert out.class_ids.tolist() == list(range(len(NAMES)))
 
 
-TRAINABLE = ["pixel_projection.weight", "class_projection.weight", "class_embeddings", "mask_norm_gamma"]
+TRAINABLE = [
+    "head.pixel_projection.weight",
+    "head.class_projection.weight",
+    "head.class_embeddings",
+    "head.mask_norm.gamma",
+]
 ONLY = {
     "supervised": {"supervised_loss_weight": 1.0, "image_loss_weight": 0.0, "attentive_loss_weight": 0.0},
     "image_level": {"supervised_loss_weight": 0.0, "image_loss_weight": 1.0, "attentive_loss_weight": 0.0},
@@ -318,7 +323,7 @@ def test_each_loss_term_alone_reaches_every_trainable_part(term):
     assert model.backbone.model.embeddings.patch_embeddings.projection.weight.grad.abs().max() > 1e-6
     # beta shifts every column equally, and every term is a softmax cross-entropy over columns: its
     # gradient is connected but mathematically zero (shift invariance), only float noise remains.
-    beta_grad = model.mask_norm_beta.grad
+    beta_grad = model.head.mask_norm.beta.grad
     assert beta_grad is not None and beta_grad.abs() < 1e-5
     # The bank is buffers: never a parameter, never a gradient.
     parameter_names = {name for name, _ in model.named_parameters()}
@@ -331,8 +336,8 @@ def test_frozen_class_embeddings_get_no_gradient():
     model = make_model("vit", names=NAMES, train=True, freeze_class_embeddings=True)
     out = model(torch.randn(2, 3, 32, 32), image_labels=_image_labels(2, 5, {0: [1], 1: [2]}))
     out.loss.backward()
-    assert model.class_embeddings.grad is None
-    assert model.class_projection.weight.grad is not None
+    assert model.head.class_embeddings.grad is None
+    assert model.head.class_projection.weight.grad is not None
 
 
 # ------------------------------------------------------------------------------------------- memory bank
@@ -415,15 +420,15 @@ def test_inference_class_vectors_are_cached_until_weights_change():
     pixels = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         first = model(pixels).logits
-        cached = model._class_vector_cache[1]
+        cached = model.head._class_vector_cache[1]
         model(pixels)
-        assert model._class_vector_cache[1] is cached  # reused, not recomputed
+        assert model.head._class_vector_cache[1] is cached  # reused, not recomputed
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     model(pixels).logits.square().sum().backward()
     optimizer.step()
     with torch.no_grad():
         after = model(pixels).logits
-    assert model._class_vector_cache[1] is not cached
+    assert model.head._class_vector_cache[1] is not cached
     torch.testing.assert_close(after, model(pixels).logits.detach())  # cached == freshly computed
     assert not torch.allclose(first, after)
 

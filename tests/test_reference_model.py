@@ -63,7 +63,7 @@ def vocabulary_model(seed: int = 0, **config_kwargs):
     }
     model = make_model("vit", NUM_LABELS, seed=seed, train=True, **config_kwargs)
     with torch.no_grad():
-        embeddings = model.class_embeddings
+        embeddings = model.head.class_embeddings
         embeddings[SYNONYM] = embeddings[LABEL] + 1e-3 * torch.randn(embeddings.shape[1])
     return model
 
@@ -330,7 +330,7 @@ def test_mixed_sources_with_class_sampling_match_reference(per_source, routes):
     pools = list(SOURCES.values())
     assert ref_column_violations(columns, out.class_mask.tolist(), source_index, pools, present, 5) == []
     assert out.class_mask.sum(1).tolist() == [5, 5, 3, 5, 5, 7, 7]  # every sample sees < NUM_LABELS classes
-    gamma, beta = model.mask_norm_gamma.detach().item(), model.mask_norm_beta.detach().item()
+    gamma, beta = model.head.mask_norm.gamma.detach().item(), model.head.mask_norm.beta.detach().item()
     torch.testing.assert_close(
         out.logits.double(), ref_mask_norm(out.scores, gamma, beta, out.class_mask.tolist()), atol=TOL, rtol=0
     )

@@ -374,6 +374,55 @@ def test_config_file_unknown_key_is_named(tmp_path, suffix):
         parse_train_args(["--config", str(path), "--output_dir", str(tmp_path / "x")])
 
 
+def test_dataset_named_in_any_spelling_turns_the_emoji_preset_off(tmp_path):
+    """The preset choice asks the parser, so abbreviated and dashed flags count as naming a dataset."""
+    from larvseg_hf.training.arguments import parse_train_args
+
+    for flag in ("--mask_datasets", "--mask-datasets", "--mask_data", "--image_datasets", "--weak_datasets"):
+        _, data_args, training_args, _ = parse_train_args([flag, "/data/a", "--output_dir", "x"])
+        assert not data_args.uses_builtin, flag
+        assert training_args.max_steps == 320000, flag  # method.yaml, without emoji_scenes.yaml on top
+    _, data_args, training_args, _ = parse_train_args(["--eval_dataset", "/data/e"])
+    assert data_args.uses_builtin and training_args.max_steps == 2000  # an eval set alone is not training data
+
+
+def test_config_flag_is_in_help_and_needs_a_path(capsys):
+    from larvseg_hf.training.arguments import parse_train_args, train_argument_parser
+
+    assert "--config FILE" in train_argument_parser().format_help()
+    with pytest.raises(ValueError, match="--config needs a YAML or JSON file path"):
+        parse_train_args(["--max_steps", "3", "--config"])
+
+
+def test_model_config_options_are_the_config_init_parameters():
+    """One owner for model settings: LarvSegConfig's __init__; ModelArguments only lists which are options."""
+    import dataclasses
+    import inspect
+
+    from larvseg_hf import LarvSegConfig
+    from larvseg_hf.training.arguments import MODEL_CONFIG_FIELDS, ModelArguments
+
+    parameters = inspect.signature(LarvSegConfig.__init__).parameters
+    assert MODEL_CONFIG_FIELDS and set(MODEL_CONFIG_FIELDS) <= set(parameters)
+    options = {f.name for f in dataclasses.fields(ModelArguments)}
+    assert set(MODEL_CONFIG_FIELDS) == (options & set(parameters)) - {"head_hidden_size"}
+    assert ModelArguments().config_values() == {}  # None everywhere: the config keeps its own defaults
+    assert ModelArguments(memory_bank_size=3, head_hidden_size=8).config_values() == {"memory_bank_size": 3}
+
+
+def test_builtin_options_are_the_benchmark_parameters():
+    """`--builtin_<name>` is EmojiBenchmarkParams' field `name`, default included."""
+    import dataclasses
+
+    from larvseg_hf.data.emoji_scenes import EmojiBenchmarkParams
+    from larvseg_hf.training.arguments import DataArguments
+
+    names = {f.name for f in dataclasses.fields(DataArguments) if f.name.startswith("builtin_")}
+    assert names - {"builtin_root"} == {f"builtin_{f.name}" for f in dataclasses.fields(EmojiBenchmarkParams)}
+    assert DataArguments().builtin_params() == EmojiBenchmarkParams()
+    assert DataArguments(builtin_num_categories=12).builtin_params().num_categories == 12
+
+
 # --------------------------------------------------------------------------- 3. resume
 
 
@@ -528,6 +577,17 @@ def test_output_folder_is_a_hub_model_folder(vit_run):
     assert "# tiny-larvseg" in card
 
 
+def test_training_record_names_the_data(vit_run):
+    from larvseg_hf.training.record import TrainingRecord
+
+    out, _ = vit_run
+    record = TrainingRecord.read(out)
+    assert record.base_ids == list(range(len(BASE_NAMES)))
+    assert record.novel_ids == list(range(len(BASE_NAMES), len(ALL_NAMES)))
+    assert record.eval_spec.endswith("mask:eval") and record.builtin_eval_dir is None
+    assert record.mask_data and record.image_data and record.eval_data
+
+
 def test_saved_folder_loads_with_remote_code_only(vit_run, tiny_data, hf_env, tmp_path):
     from PIL import Image
 
@@ -663,7 +723,7 @@ def test_mask_norm_scalars_get_their_own_learning_rate(tmp_path, optim):
     trainer = LarvSegTrainer(model=model, args=args)
     trainer.create_optimizer_and_scheduler(num_training_steps=10)
     optimizer, scheduler = trainer.optimizer, trainer.lr_scheduler
-    scalars = {id(model.mask_norm_gamma), id(model.mask_norm_beta)}
+    scalars = {id(model.head.mask_norm.gamma), id(model.head.mask_norm.beta)}
     (own,) = [g for g in optimizer.param_groups if {id(p) for p in g["params"]} & scalars]
     assert {id(p) for p in own["params"]} == scalars and own["weight_decay"] == 0.0
     others = [g for g in optimizer.param_groups if g is not own and g["params"]]
@@ -676,7 +736,7 @@ def test_mask_norm_scalars_get_their_own_learning_rate(tmp_path, optim):
         optimizer.step()
         scheduler.step()
     if optim == "adamw_torch":
-        gamma = model.mask_norm_gamma
+        gamma = model.head.mask_norm.gamma
         trainer.optimizer.zero_grad()
         before, lr = gamma.detach().item(), own["lr"]
         (-gamma).sum().backward()

@@ -13,11 +13,12 @@ from accelerate.utils import gather_object
 from transformers import Trainer
 
 from ..evaluation import evaluate_segmentation
+from ..head_larvseg import LarvSegMaskNorm
 from ..image_processing_larvseg import LarvSegImageProcessor
 from ..metrics import scalar_results
 
 LOSS_TERMS = ("supervised_loss", "image_level_loss", "attentive_loss")
-NO_DECAY_KEYWORDS = ("position_embeddings", "cls_token", "mask_token", "mask_norm_", "norm", "bias")
+NO_DECAY_KEYWORDS = ("position_embeddings", "cls_token", "mask_token", "mask_norm.", "norm", "bias")
 
 
 class LarvSegTrainer(Trainer):
@@ -80,7 +81,11 @@ class LarvSegTrainer(Trainer):
             return optimizer
         opt_model = self.model if model is None else model
         scalars = {
-            id(p) for name, p in opt_model.named_parameters() if "mask_norm_" in name and p.requires_grad
+            id(p)
+            for module in opt_model.modules()
+            if isinstance(module, LarvSegMaskNorm)
+            for p in module.parameters()
+            if p.requires_grad
         }
         moved = []
         for group in optimizer.param_groups:
@@ -123,8 +128,8 @@ class LarvSegTrainer(Trainer):
             self._term_count = 0
             logs["bank_checksum"] = self._checked_bank_checksum()
             model = self.accelerator.unwrap_model(self.model)
-            logs["mask_norm_gamma"] = round(model.mask_norm_gamma.detach().item(), 4)
-            logs["mask_norm_beta"] = round(model.mask_norm_beta.detach().item(), 4)
+            logs["mask_norm_gamma"] = round(model.head.mask_norm.gamma.detach().item(), 4)
+            logs["mask_norm_beta"] = round(model.head.mask_norm.beta.detach().item(), 4)
         super().log(logs, start_time)
 
     def _checked_bank_checksum(self) -> float:

@@ -1,0 +1,307 @@
+# Copyright 2026 The larvseg-hf authors. Licensed under the Apache License, Version 2.0.
+"""LarvSeg's criterion: which classes a training step scores, the three loss terms (supervised, image-level,
+CA-Cls) and the memory-bank writes they imply. Modelled on transformers' `Mask2FormerLoss`: a module with a
+`weight_dict` and one entry point returning the unweighted terms; the tensor maths is in losses_larvseg.py."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .configuration_larvseg import LarvSegConfig
+from .losses_larvseg import (
+    attentive_image_level_loss,
+    attentive_scores,
+    image_label_pairs,
+    image_level_loss,
+    mask_slot_features,
+    supervised_loss,
+    topk_slot_features,
+)
+from .memory_bank_larvseg import LarvSegMemoryBank
+
+LOSS_TERMS = ("supervised_loss", "image_level_loss", "attentive_loss")
+
+
+def sample_classes(
+    present: torch.Tensor,
+    num_samples: int,
+    pool: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Ids the classifier sees this step: every present class plus a random fill from `pool`.
+
+    Args:
+        present: (N,) bool, classes in this batch's labels; always kept, even beyond `num_samples`.
+        num_samples: target number of classes.
+        pool: (N,) bool, classes that may be drawn as negatives (a dataset's vocabulary); None = all.
+    Returns:
+        Sorted (S,) int64 ids with S = max(num_samples capped by the pool, number present).
+    """
+    present = present.bool()
+    candidates = ~present if pool is None else pool.bool() & ~present
+    num_extra = min(max(num_samples - int(present.sum()), 0), int(candidates.sum()))
+    keys = torch.rand(present.shape, generator=generator, device=present.device)
+    keys = torch.where(candidates, keys, torch.full_like(keys, -1.0))
+    extra = keys.topk(num_extra).indices if num_extra > 0 else keys.new_zeros(0, dtype=torch.long)
+    return torch.cat([present.nonzero().flatten(), extra]).sort().values
+
+
+def source_pools(config: LarvSegConfig, device: torch.device | str | None = None) -> torch.Tensor:
+    """(S, num_labels) bool: row s is the vocabulary of source s of config.source_vocabularies."""
+    vocabularies = list((config.source_vocabularies or {}).values())
+    pools = torch.zeros(len(vocabularies), config.num_labels, dtype=torch.bool, device=device)
+    for row, ids in enumerate(vocabularies):  # config parsing: once per source
+        pools[row, list(ids)] = True
+    return pools
+
+
+class LarvSegLoss(nn.Module):
+    """The LarvSeg training objective. Settings are read from the config at each call, so a config edited
+    after construction (an ablation, a loaded model fine-tuned differently) takes effect."""
+
+    def __init__(self, config: LarvSegConfig):
+        super().__init__()
+        self.config = config
+        # Derived from the config, so rebuilt (in _init_weights) rather than saved.
+        self.register_buffer("source_pools", source_pools(config), persistent=False)
+
+    @property
+    def weight_dict(self) -> dict[str, float]:
+        config = self.config
+        return {
+            "supervised_loss": config.supervised_loss_weight,
+            "image_level_loss": config.image_loss_weight,
+            "attentive_loss": config.attentive_loss_weight,
+        }
+
+    def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of the terms `forward` returns."""
+        return sum(weight * terms[name] for name, weight in self.weight_dict.items())
+
+    # ----------------------------------------------------------------------------------------- class sampling
+
+    def sample_columns(
+        self,
+        labels: torch.Tensor | None,
+        image_labels: torch.Tensor | None,
+        batch: int,
+        source_index: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Class sampling: up to `num_sampled_classes` columns per group of samples, every present class kept.
+
+        Groups are the sources of `source_index` when `config.per_source_columns` and the config knows the
+        sources' vocabularies: each draws from its own vocabulary, as each GPU of the reference holds one
+        dataset. Otherwise mask and image-level samples form two groups drawing from the whole vocabulary.
+        Returns (columns, class_mask (B, K): the columns each sample's softmax and mask norm use), or
+        (all ids, None) when every sample may use every class."""
+        config, device = self.config, self.source_pools.device
+        present = torch.zeros(batch, config.num_labels, dtype=torch.bool, device=device)  # per sample
+        is_mask = torch.zeros(batch, dtype=torch.bool, device=device)
+        if labels is not None:
+            valid = labels != config.ignore_index
+            is_mask = valid.flatten(1).any(1)
+            rows = torch.arange(batch, device=device)[:, None, None].expand_as(labels)
+            present[rows[valid], labels[valid]] = True
+        if image_labels is not None:
+            present |= image_labels > 0
+        pools = self.source_pools if config.per_source_columns and source_index is not None else None
+        if pools is not None and pools.shape[0] > 0:
+            if int(source_index.max()) >= pools.shape[0] or int(source_index.min()) < 0:
+                raise ValueError(
+                    f"source_index holds {source_index.unique().tolist()}, but the config names "
+                    f"{pools.shape[0]} sources: {list(config.source_vocabularies)}"
+                )
+            group_of = source_index.to(device)
+            group_pools = pools
+        else:
+            if config.num_labels <= config.num_sampled_classes:
+                return torch.arange(config.num_labels, device=device), None
+            group_of = (~is_mask).long()  # 0: mask samples (and samples without labels), 1: image-level
+            group_pools = None
+        groups = group_of.unique()
+        group_columns = [  # one draw per source present (a handful), not per sample or class
+            sample_classes(
+                present[group_of == g].any(0),
+                config.num_sampled_classes,
+                None if group_pools is None else group_pools[g],
+            )
+            for g in groups.tolist()
+        ]
+        columns = torch.cat(group_columns).unique()
+        allowed = torch.stack([torch.isin(columns, ids) for ids in group_columns])  # (G, K)
+        class_mask = allowed[torch.searchsorted(groups, group_of)]
+        return columns, class_mask
+
+    # ----------------------------------------------------------------------------------------- CA-Cls
+
+    def attention_logits(
+        self,
+        memory_bank: LarvSegMemoryBank,
+        features: torch.Tensor,
+        scores: torch.Tensor,
+        columns: torch.Tensor,
+        usable: torch.Tensor,
+        pair_image: torch.Tensor,
+        pair_column: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        class_mask: torch.Tensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """CA-Cls attention logits (P, h, w) for (image, column) pairs with this config's settings; the one
+        place they are read, for the loss and for attentive (coseg) inference alike."""
+        config = self.config
+        return attentive_scores(
+            features,
+            scores,
+            memory_bank.class_means(columns),
+            usable,
+            pair_image,
+            pair_column,
+            targets,
+            background_topk=config.background_topk,
+            background_threshold=config.background_score_threshold,
+            synonym_mse_threshold=config.synonym_mse_threshold,
+            synonym_filter_routes=config.synonym_filter_routes,
+            background_suppression=config.background_suppression,
+            class_mask=class_mask,
+            pixel_mask=pixel_mask,
+        )
+
+    # ----------------------------------------------------------------------------------------- losses
+
+    def forward(
+        self,
+        memory_bank: LarvSegMemoryBank,
+        image_size: tuple[int, int],
+        logits: torch.Tensor,
+        features: torch.Tensor,
+        scores: torch.Tensor,
+        columns: torch.Tensor,
+        class_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        image_labels: torch.Tensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        source_index: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The unweighted terms of `weight_dict`. In training, the step's bank writes are enqueued after
+        every pair has been scored, so attention mines other images' features, never this batch's; in
+        evaluation the bank is read, never written."""
+        config = self.config
+        image_source = source_index if config.per_source_losses else None
+        rate = config.loss_downsample_rate
+        size = (image_size[0] // rate, image_size[1] // rate)
+        upsampled = F.interpolate(logits, size, mode="bilinear", align_corners=False)
+        zero = upsampled.sum() * 0.0
+        terms = dict.fromkeys(LOSS_TERMS, zero)
+
+        # The gather across processes in enqueue is a collective: one call per step with every write.
+        writes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (column, slot mean, pixels)
+        if labels is not None:
+            # Vocabulary id -> column; ids outside this step's columns cannot occur (present ids are always kept).
+            to_column = torch.full(
+                (config.num_labels,), config.ignore_index, dtype=torch.long, device=labels.device
+            )
+            to_column[columns] = torch.arange(columns.numel(), device=labels.device)
+            valid = labels != config.ignore_index
+            full_column_labels = torch.where(valid, to_column[labels.clamp(min=0)], labels)[:, None].float()
+            column_labels = F.interpolate(full_column_labels, size, mode="nearest")[:, 0].long()
+            terms["supervised_loss"] = supervised_loss(
+                upsampled, column_labels, class_mask, config.ignore_index, image_source
+            )
+            if self.training and config.attentive_loss_weight > 0 and config.memory_bank_from_masks:
+                feature_labels = F.interpolate(full_column_labels, features.shape[-2:], mode="nearest")[:, 0]
+                writes.append(
+                    mask_slot_features(
+                        features, scores, feature_labels.long(), config.memory_bank_topk, config.ignore_index
+                    )
+                )
+
+        if image_labels is not None:
+            targets = image_labels[:, columns] > 0
+            real = None  # the image's own pixels at loss and feature resolution
+            if pixel_mask is not None:
+                real = tuple(
+                    F.interpolate(pixel_mask[:, None].float(), shape, mode="nearest")[:, 0] > 0.5
+                    for shape in (size, features.shape[-2:])
+                )
+            terms["image_level_loss"] = image_level_loss(
+                upsampled, targets, class_mask, None if real is None else real[0], image_source
+            )
+            if config.attentive_loss_weight > 0:
+                terms["attentive_loss"], pair_writes = self._attentive_loss(
+                    memory_bank, upsampled, features, scores, columns, class_mask, targets, real, image_source
+                )
+                if pair_writes is not None:
+                    writes.append(pair_writes)
+
+        if writes:
+            memory_bank.enqueue(
+                columns[torch.cat([column for column, _, _ in writes])],
+                torch.cat([slot for _, slot, _ in writes]),
+                torch.cat([count for _, _, count in writes]),
+            )
+        return terms
+
+    def _attentive_loss(
+        self,
+        memory_bank,
+        upsampled,
+        features,
+        scores,
+        columns,
+        class_mask,
+        targets,
+        real=None,
+        image_source=None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
+        """CA-Cls loss and, in training, the (column, slot mean, pixels averaged) of each image-level pair
+        for the caller to enqueue. `real`: the image's own pixels at loss and at feature resolution, or None for all."""
+        real_loss, real_features = (None, None) if real is None else real
+        pair_image, pair_column, pair_rank = image_label_pairs(targets)
+        usable = memory_bank.usable(columns)
+        attention = self.attention_logits(
+            memory_bank,
+            features,
+            scores,
+            columns,
+            usable,
+            pair_image,
+            pair_column,
+            targets,
+            class_mask,
+            real_features,
+        )
+        attention = torch.sigmoid(
+            F.interpolate(attention[:, None], upsampled.shape[-2:], mode="bilinear", align_corners=False)[
+                :, 0
+            ]
+        )
+        loss = attentive_image_level_loss(
+            upsampled,
+            attention,
+            pair_image,
+            pair_column,
+            pair_rank,
+            targets,
+            class_mask,
+            valid=usable[pair_column],
+            pixel_mask=real_loss,
+            image_source=image_source,
+        )
+        if not self.training:
+            return loss, None
+        slot_means, slot_counts = topk_slot_features(
+            features,
+            scores,
+            pair_image,
+            pair_column,
+            self.config.memory_bank_topk,
+            real_features,
+            return_counts=True,
+        )
+        return loss, (pair_column, slot_means, slot_counts)
+
+
+__all__ = ["LOSS_TERMS", "LarvSegLoss", "sample_classes", "source_pools"]

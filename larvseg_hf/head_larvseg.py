@@ -1,0 +1,114 @@
+# Copyright 2026 The larvseg-hf authors. Licensed under the Apache License, Version 2.0.
+"""LarvSeg's segmentation head: backbone features -> normalised pixel features z, class vectors c, raw
+cosine scores s = z . c and the mask-normed logits (METHOD.md, "cosine classifier" and "mask norm")."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .configuration_larvseg import LarvSegConfig
+
+
+def mask_norm(
+    scores: torch.Tensor,
+    gamma: torch.Tensor,
+    beta: torch.Tensor,
+    class_mask: torch.Tensor | None = None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Standardise each pixel's raw cosine scores across the columns in use, then scale and shift."""
+    if class_mask is None:
+        # One pass for both moments and one fused multiply-add: this runs over N x h x w at inference.
+        var, mean = torch.var_mean(scores, dim=1, unbiased=False, keepdim=True)
+        scale = gamma * torch.rsqrt(var + eps)
+        return torch.addcmul(beta - mean * scale, scores, scale)
+    else:
+        weight = class_mask.to(scores.dtype)[:, :, None, None]
+        count = weight.sum(1, keepdim=True).clamp(min=1)
+        mean = (scores * weight).sum(1, keepdim=True) / count
+        var = (((scores - mean) * weight) ** 2).sum(1, keepdim=True) / count
+    return gamma * (scores - mean) / torch.sqrt(var + eps) + beta
+
+
+class LarvSegMaskNorm(nn.Module):
+    """Mask norm with its two learned scalars; they get their own learning rate in training (see
+    `LarvSegTrainer.create_optimizer`), so they live in one module the trainer can find by name."""
+
+    def __init__(self, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.gamma = nn.Parameter(torch.ones(()))
+        self.beta = nn.Parameter(torch.zeros(()))
+
+    def forward(self, scores: torch.Tensor, class_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return mask_norm(scores, self.gamma, self.beta, class_mask, self.eps)
+
+
+class LarvSegHead(nn.Module):
+    """Neck (1x1 conv when `head_hidden_size` differs from the backbone's width), pixel projection P, class
+    embeddings E with class projection Q, and mask norm."""
+
+    def __init__(self, config: LarvSegConfig, in_channels: int):
+        super().__init__()
+        dim = config.head_hidden_size or in_channels
+        self.config = config  # read at call time: text initialisation may freeze E after construction
+        self.hidden_size = dim
+        self.neck = nn.Conv2d(in_channels, dim, 1) if dim != in_channels else nn.Identity()
+        self.pixel_projection = nn.Linear(dim, dim, bias=False)  # P
+        self.class_projection = nn.Linear(dim, dim, bias=False)  # Q
+        self.class_embeddings = nn.Parameter(torch.empty(config.num_labels, dim))  # E
+        self.class_embeddings.requires_grad_(not config.freeze_class_embeddings)
+        self.mask_norm = LarvSegMaskNorm(config.mask_norm_eps)
+
+    def pixel_features(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """L2-normalised projected pixel features z (B, d, h, w) of a backbone feature map."""
+        features = self.neck(feature_map)
+        projected = self.pixel_projection(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return F.normalize(projected, dim=1)
+
+    def class_vectors(self, class_ids: torch.Tensor) -> torch.Tensor:
+        """L2-normalised projected class embeddings c (K, d).
+
+        Without gradients, the whole vocabulary's vectors are computed once and reused until E or Q
+        change (their in-place version counters move), so a 21K-class model does not re-project
+        21K x d x d at every image."""
+        if not torch.is_grad_enabled():
+            vectors = self._cached_class_vectors()
+            whole = class_ids.numel() == vectors.shape[0] and torch.equal(
+                class_ids, torch.arange(vectors.shape[0], device=class_ids.device)
+            )
+            return vectors if whole else vectors[class_ids]
+        embeddings = self.class_embeddings[class_ids]
+        if self.config.freeze_class_embeddings:
+            embeddings = embeddings.detach()
+        return F.normalize(self.class_projection(embeddings), dim=-1)
+
+    def _cached_class_vectors(self) -> torch.Tensor:
+        embeddings, projection = self.class_embeddings, self.class_projection.weight
+        key = (
+            embeddings._version,
+            projection._version,
+            embeddings.data_ptr(),
+            projection.data_ptr(),
+            embeddings.device,
+        )
+        cache = getattr(self, "_class_vector_cache", None)
+        if cache is None or cache[0] != key:
+            with torch.no_grad():
+                vectors = F.normalize(self.class_projection(embeddings), dim=-1)
+            self._class_vector_cache = (key, vectors)
+        return self._class_vector_cache[1]
+
+    def forward(
+        self, feature_map: torch.Tensor, class_ids: torch.Tensor, class_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(pixel features z (B, d, h, w), raw cosine scores s (B, K, h, w), mask-normed logits (B, K, h, w))
+        for the vocabulary ids `class_ids`; `class_mask` (B, K) limits each sample's mask norm."""
+        features = self.pixel_features(feature_map)
+        scores = torch.einsum("bdhw,kd->bkhw", features, self.class_vectors(class_ids))
+        return features, scores, self.mask_norm(scores, class_mask)
+
+
+__all__ = ["LarvSegHead", "LarvSegMaskNorm", "mask_norm"]
