@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from .image_processing_larvseg import LarvSegImageProcessor, resize_labels_nearest, to_label_array
+from .image_processing_larvseg import LarvSegImageProcessor
+from .image_utils_larvseg import resize_labels_nearest, to_label_array
 from .losses_larvseg import attentive_scores, likely_present
 from .metrics import SegmentationMetrics
 

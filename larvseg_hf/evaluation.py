@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .image_processing_larvseg import LarvSegImageProcessor, to_label_array
+from .image_processing_larvseg import LarvSegImageProcessor
+from .image_utils_larvseg import to_label_array
 from .inference_larvseg import sliding_window_logits, upsampled_argmax
 from .metrics import SegmentationMetrics, batch_row, empty_row, load_mean_iou, rows_to_columns
 

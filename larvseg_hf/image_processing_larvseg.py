@@ -1,86 +1,33 @@
 # Copyright 2026 The larvseg-hf authors. Licensed under the Apache License, Version 2.0.
-"""Image processor for LarvSeg: resize, rescale, normalise; label maps keep ids above 255."""
+"""Image processor for LarvSeg: resize, rescale, normalise; label maps keep ids above 255.
+
+The pixel rules (decoding any image to RGB, the bilinear and nearest resizes, normalisation) are
+``image_utils_larvseg``'s, which the training transforms call too."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
+from transformers import AutoConfig
+from transformers.image_processing_base import ImageProcessingMixin
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from transformers.utils import logging
 
+from .image_utils_larvseg import (
+    normalize_image,
+    resize_image,
+    resize_labels_nearest,
+    round_to_divisor,
+    to_label_array,
+    to_rgb_array,
+)
 from .inference_larvseg import upsampled_argmax
 
-
-def to_rgb_array(image, index: int | None = None) -> np.ndarray:
-    """Any PIL image (L, LA, P, RGBA, CMYK, I;16, I, F) or HWC / CHW / HW array -> uint8 (H, W, 3)."""
-    where = "" if index is None else f" (image {index})"
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-    if isinstance(image, Image.Image):
-        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            array = np.asarray(image, dtype=np.float64)
-            top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-            image = Image.fromarray(np.clip(array / top * 255.0, 0, 255).round().astype(np.uint8))
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            image = image.convert("RGBA")
-            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(background, image)
-        return np.asarray(image.convert("RGB"))
-    if not isinstance(image, np.ndarray):
-        raise TypeError(
-            f"Unsupported image type {type(image).__name__}{where}: pass a PIL image, numpy array or tensor."
-        )
-    array = image
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
-        array = array.transpose(1, 2, 0)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
-        raise ValueError(
-            f"Expected an image of shape (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4{where}, got {array.shape}."
-        )
-    if array.dtype.kind == "f":
-        array = np.clip(array * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
-    elif array.dtype != np.uint8:
-        top = 65535.0 if array.max() > 255 else 255.0
-        array = np.clip(array.astype(np.float64) / top * 255.0, 0, 255).round().astype(np.uint8)
-    if array.shape[-1] == 1:
-        array = np.repeat(array, 3, axis=-1)
-    return array[:, :, :3]
-
-
-def to_label_array(label_map, index: int | None = None) -> np.ndarray:
-    """A label map as int64 ids, whatever its storage: P (palette indices, not colours), L, I;16, I, arrays."""
-    where = "" if index is None else f" (label map {index})"
-    if isinstance(label_map, torch.Tensor):
-        label_map = label_map.detach().cpu().numpy()
-    if isinstance(label_map, Image.Image):
-        if label_map.mode not in ("P", "L", "I;16", "I;16B", "I;16L", "I"):
-            raise ValueError(
-                f"Label map{where} has mode {label_map.mode!r}; expected a single-channel id map (P, L, I;16 or I), "
-                "not a colour image."
-            )
-        label_map = np.asarray(label_map)
-    array = np.asarray(label_map)
-    if array.ndim == 3 and 1 in (array.shape[0], array.shape[-1]):
-        array = array.reshape(array.shape[1:] if array.shape[0] == 1 else array.shape[:2])
-    if array.ndim != 2:
-        raise ValueError(f"Label map{where} must be 2-D (height, width), got shape {array.shape}.")
-    if array.dtype.kind == "f" and not np.all(array == np.round(array)):
-        raise ValueError(f"Label map{where} holds non-integer values.")
-    return array.astype(np.int64)
-
-
-def resize_labels_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize by index arithmetic: exact for any integer id."""
-    height, width = labels.shape
-    rows = np.minimum(((np.arange(size[0]) + 0.5) * height / size[0]).astype(np.int64), height - 1)
-    cols = np.minimum(((np.arange(size[1]) + 0.5) * width / size[1]).astype(np.int64), width - 1)
-    return labels[rows[:, None], cols[None, :]]
+logger = logging.get_logger(__name__)
 
 
 #: Settings `preprocess` takes per call, as SegFormer's image processor does; anything else is rejected.
@@ -120,6 +67,38 @@ def _channel_values(name: str, value: float | Sequence[float]) -> list[float]:
     return values
 
 
+#: What a backbone checkpoint's own image processor decides about pixel values (not sizes: LarvSeg's own).
+BACKBONE_SETTINGS = ("do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std")
+
+
+def _backbone_preprocessing(backbone_name_or_path: str | os.PathLike) -> dict | None:
+    """The backbone checkpoint's pixel settings from its preprocessor_config.json, or None if it has none.
+    A corrupt file in a local folder raises; a Hub id that cannot be reached counts as none."""
+    path = os.fspath(backbone_name_or_path)
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "preprocessor_config.json")):
+        return None
+    try:
+        found, _ = ImageProcessingMixin.get_image_processor_dict(path)
+    except OSError:
+        if os.path.isdir(path):
+            raise
+        return None
+    return {key: found[key] for key in BACKBONE_SETTINGS if key in found}
+
+
+def _patch_size(backbone_name_or_path: str | os.PathLike) -> int | None:
+    """A plain ViT's patch size (its feature stride); None for hierarchical backbones (their stride depends
+    on the stages used) or when the config cannot be read."""
+    try:
+        config = AutoConfig.from_pretrained(backbone_name_or_path)
+    except (OSError, ValueError, KeyError):
+        return None
+    patch_size = getattr(config, "patch_size", None)
+    if isinstance(patch_size, int) and patch_size > 0 and getattr(config, "depths", None) is None:
+        return patch_size
+    return None
+
+
 class LarvSegImageProcessor(BaseImageProcessor):
     r"""
     Prepares images (and optional label maps) for [`LarvSegForSemanticSegmentation`].
@@ -133,6 +112,7 @@ class LarvSegImageProcessor(BaseImageProcessor):
         ignore_index (`int`, defaults to -100): value of unlabeled pixels in returned `labels`.
 
     Every setting but `ignore_index` can also be given to `preprocess` / `__call__` for one call.
+    [`~LarvSegImageProcessor.from_backbone`] takes the pixel settings from a backbone checkpoint's own processor.
     """
 
     model_input_names = ["pixel_values"]
@@ -165,6 +145,31 @@ class LarvSegImageProcessor(BaseImageProcessor):
         )
         self.ignore_index = ignore_index
 
+    @classmethod
+    def from_backbone(cls, backbone_name_or_path: str | os.PathLike, **kwargs) -> LarvSegImageProcessor:
+        """A processor whose pixels are those the backbone was pre-trained on.
+
+        `do_rescale`, `rescale_factor`, `do_normalize`, `image_mean` and `image_std` come from the backbone
+        checkpoint's own preprocessor_config.json (a Hub id, offline from the cache, or a folder): a ViT
+        in21k checkpoint normalises with 0.5 / 0.5, not ImageNet's mean and std. A checkpoint without one gets
+        ImageNet's, with a warning. `size_divisor` is a plain ViT's patch size (hierarchical backbones keep
+        the default; pass their stride). `kwargs` (any `__init__` argument) override all of these.
+        """
+        settings = _backbone_preprocessing(backbone_name_or_path)
+        if settings is None:
+            settings = {}
+            if not {"image_mean", "image_std"} <= set(kwargs):
+                logger.warning(
+                    "%s has no preprocessor_config.json (or it cannot be reached offline): normalising with "
+                    "ImageNet's mean and std. Pass image_mean= and image_std= if the backbone was pre-trained "
+                    "with others.",
+                    backbone_name_or_path,
+                )
+        patch_size = _patch_size(backbone_name_or_path)
+        if patch_size is not None:
+            settings["size_divisor"] = patch_size
+        return cls(**{**settings, **kwargs})
+
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return self._output_size(height, width, self._settings({}))
 
@@ -195,7 +200,7 @@ class LarvSegImageProcessor(BaseImageProcessor):
             height, width = height * scale, width * scale
         else:
             height, width = size["height"], size["width"]
-        return max(divisor, round(height / divisor) * divisor), max(divisor, round(width / divisor) * divisor)
+        return round_to_divisor(height, width, divisor)
 
     def __call__(self, images, segmentation_maps=None, **kwargs) -> BatchFeature:
         return self.preprocess(images, segmentation_maps=segmentation_maps, **kwargs)
@@ -239,18 +244,12 @@ class LarvSegImageProcessor(BaseImageProcessor):
 
     @staticmethod
     def _image_tensor(array: np.ndarray, size: tuple[int, int], settings: dict) -> torch.Tensor:
-        tensor = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1).float()
-        if tuple(tensor.shape[-2:]) != size:
-            tensor = F.interpolate(tensor[None], size, mode="bilinear", align_corners=False, antialias=True)[
-                0
-            ]
-        if settings["do_rescale"]:
-            tensor = tensor * settings["rescale_factor"]
-        if settings["do_normalize"]:
-            mean = torch.tensor(settings["image_mean"])[:, None, None]
-            std = torch.tensor(settings["image_std"])[:, None, None]
-            tensor = (tensor - mean) / std
-        return tensor
+        return normalize_image(
+            resize_image(array, size),
+            settings["rescale_factor"] if settings["do_rescale"] else None,
+            settings["image_mean"] if settings["do_normalize"] else None,
+            settings["image_std"],
+        )
 
     def post_process_semantic_segmentation(
         self, outputs, target_sizes: list[tuple[int, int]] | None = None

@@ -11,28 +11,22 @@ import pytest
 import torch
 from PIL import Image
 
-from larvseg_hf.data.collate import (
-    LarvSegCollator,
-    LarvSegDataset,
-    MixedDataset,
-    build_mixed_dataset,
-    build_streaming_dataset,
-    mixing_weights,
-)
-from larvseg_hf.data.loading import (
+from larvseg_hf.data.collate import LarvSegCollator
+from larvseg_hf.data.decoding import mask_to_array, to_rgb
+from larvseg_hf.data.errors import (
     ColumnNotFoundError,
     CorruptImageError,
     LabelOutOfRangeError,
     SizeMismatchError,
     UnknownLabelError,
-    build_union_vocabulary,
-    load_classification_dataset,
-    load_segmentation_dataset,
-    mask_to_array,
-    shard_for_node,
-    to_rgb,
 )
+from larvseg_hf.data.loaders import load_classification_dataset, load_segmentation_dataset
+from larvseg_hf.data.map_dataset import LarvSegDataset
+from larvseg_hf.data.mixing import MixedDataset, build_mixed_dataset, mixing_weights
+from larvseg_hf.data.sharding import shard_for_node
+from larvseg_hf.data.streaming import build_streaming_dataset
 from larvseg_hf.data.transforms import TrainTransform
+from larvseg_hf.data.vocabulary_mapping import build_union_vocabulary
 from larvseg_hf.vocabulary import UnionVocabulary, closest_names, load_synonyms, normalize_name
 
 datasets.disable_progress_bars()
@@ -258,7 +252,7 @@ def test_image_modes_convert_to_rgb():
     rgba[..., :3] = 200
     rgba[:8, :, 3] = 255  # top opaque, bottom transparent (hidden colour must not leak)
     out = np.asarray(to_rgb(Image.fromarray(rgba)))
-    assert (out[:8] == 200).all() and (out[8:] == 0).all()
+    assert (out[:8] == 200).all() and (out[8:] == 255).all()  # over white, as at inference
     pal = Image.fromarray(rgb(0)).quantize(8)
     assert pal.mode == "P"
     assert (np.asarray(to_rgb(pal)) == np.asarray(pal.convert("RGB"))).all()

@@ -12,16 +12,15 @@ import pytest
 from fixtures_data import ALL_NAMES, BASE_NAMES, build_bad_mask_dataset, build_tiny_datasets, write_mask_split
 from PIL import Image
 
-import larvseg_hf.data.loading as loading
-from larvseg_hf.data.loading import (
+import larvseg_hf.data.source_dataset as source_dataset
+from larvseg_hf.data.errors import (
     ColumnNotFoundError,
     LabelOutOfRangeError,
     SizeMismatchError,
     UnknownLabelError,
-    as_iterable,
-    load_classification_dataset,
-    load_segmentation_dataset,
 )
+from larvseg_hf.data.loaders import load_classification_dataset, load_segmentation_dataset
+from larvseg_hf.data.sharding import as_iterable
 from larvseg_hf.data.validation import STREAMING_ROWS, rows_to_check, validate_source
 from larvseg_hf.training.arguments import parse_train_args
 from larvseg_hf.training.setup import column_choice, load_training_data, validate_training_data
@@ -46,13 +45,13 @@ def test_mask_check_reads_image_headers_only(tmp_path, monkeypatch):
     folder = write_mask_split(tmp_path / "ok" / "train", 6, [1, 2, 3], seed=0, vocabulary=BASE_NAMES[:4])
     source = load_segmentation_dataset(folder, "train", dataset_name="ok")
     decoded = []
-    real_decode = loading.decode_image
+    real_decode = source_dataset.decode_image
 
     def counting_decode(value, *, what="image", **kwargs):
         decoded.append(what)
         return real_decode(value, what=what, **kwargs)
 
-    monkeypatch.setattr(loading, "decode_image", counting_decode)
+    monkeypatch.setattr(source_dataset, "decode_image", counting_decode)
     assert validate_source(source, show_progress=False) == 6
     assert decoded == ["label map"] * 6  # every label map decoded, no image pixels
 

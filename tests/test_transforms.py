@@ -7,10 +7,10 @@ import colorsys
 import numpy as np
 import pytest
 import torch
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
+from transformers.image_utils import IMAGENET_DEFAULT_STD as IMAGENET_STD
 
 from larvseg_hf.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     EvalTransform,
     TrainTransform,
     hsv_to_rgb,
@@ -20,9 +20,9 @@ from larvseg_hf.data.transforms import (
     random_flip,
     random_rescale,
     rescaled_size,
-    resize_mask,
     rgb_to_hsv,
 )
+from larvseg_hf.image_utils_larvseg import resize_labels_nearest as resize_mask
 
 
 def blocky(h: int = 24, w: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +146,7 @@ def test_photometric_distortion_range_and_seed():
 def test_normalize_values_and_layout():
     image = np.zeros((2, 3, 3), np.uint8)
     image[..., 1] = 255
-    pv = normalize(image)
+    pv = normalize(image, IMAGENET_MEAN, IMAGENET_STD)
     assert pv.shape == (3, 2, 3)
     assert torch.allclose(pv[0], torch.tensor(-IMAGENET_MEAN[0] / IMAGENET_STD[0]))
     assert torch.allclose(pv[1], torch.tensor((1 - IMAGENET_MEAN[1]) / IMAGENET_STD[1]))

@@ -12,16 +12,19 @@ import pytest
 import torch
 from fixtures_data import ALL_NAMES, BASE_NAMES, WEAK_NAMES, build_tiny_datasets, build_weak_dataset
 from PIL import Image
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
+from transformers.image_utils import IMAGENET_DEFAULT_STD as IMAGENET_STD
 
 from larvseg_hf.data import emoji_scenes as es
-from larvseg_hf.data.collate import LarvSegCollator, LarvSegDataset, build_streaming_dataset, make_sample
-from larvseg_hf.data.loading import (
-    LabelOutOfRangeError,
-    build_union_vocabulary,
-    load_weak_dataset,
-)
-from larvseg_hf.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TrainTransform
+from larvseg_hf.data.collate import LarvSegCollator
+from larvseg_hf.data.errors import LabelOutOfRangeError
+from larvseg_hf.data.loaders import load_weak_dataset
+from larvseg_hf.data.map_dataset import LarvSegDataset
+from larvseg_hf.data.samples import make_sample
+from larvseg_hf.data.streaming import build_streaming_dataset
+from larvseg_hf.data.transforms import TrainTransform
 from larvseg_hf.data.validation import validate_source
+from larvseg_hf.data.vocabulary_mapping import build_union_vocabulary
 from larvseg_hf.training.arguments import DataArguments, parse_train_args
 from larvseg_hf.training.setup import build_train_dataset, load_training_data, validate_training_data
 
@@ -216,7 +219,8 @@ def test_validation_decodes_weak_label_maps_and_names_the_bad_file(tmp_path):
 
 
 def test_a_segmentation_folder_given_as_classification_data_points_to_weak(tmp_path):
-    from larvseg_hf.data.loading import LarvSegDataError, load_classification_dataset
+    from larvseg_hf.data.errors import LarvSegDataError
+    from larvseg_hf.data.loaders import load_classification_dataset
 
     folder = _write_weak_folder(tmp_path / "weak", [_known_map()])
     with pytest.raises(LarvSegDataError, match="holds images.*load_weak_dataset.*--weak_datasets"):

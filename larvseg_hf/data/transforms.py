@@ -1,16 +1,19 @@
 # Copyright 2026 The larvseg-hf authors. Licensed under the Apache License, Version 2.0.
 """Training and evaluation transforms (METHOD.md: random rescale 0.5-2.0, crop, flip, photometric).
 
-Written in numpy (+ PIL for the bilinear image resize) rather than with an image processor:
-masks hold union ids that go far past 255 (21K categories), which PIL-based processors cannot
-resize (HF_V5_NOTES.md). Masks are resized by nearest-neighbour index gathering, so ids are
-copied, never interpolated. The order follows mmseg's pipeline (rescale, crop, flip,
-photometric distortion, normalise, pad) so padding is 0 in normalised space and
-``ignore_index`` in the mask. Every random draw comes from a ``numpy.random.Generator``.
+The random geometry and colour are numpy; the pixel steps shared with inference (RGB decoding, bilinear
+resize, nearest label resize, rescale and normalisation) are ``image_utils_larvseg``'s, and their settings
+(mean, std, rescale, size divisor) are the run's ``LarvSegImageProcessor``'s (:meth:`TrainTransform.from_processor`),
+so a model is trained on the pixels it will be given at inference: a backbone pre-trained with 0.5 / 0.5
+is trained with 0.5 / 0.5. Label maps hold union ids far past 255 (21K categories); they are resized by
+nearest-neighbour index gathering, so ids are copied, never interpolated. The order follows mmseg's
+pipeline (rescale, crop, flip, photometric distortion, normalise, pad) so padding is 0 in normalised space
+and ``ignore_index`` in the mask. Every random draw comes from a ``numpy.random.Generator``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,8 +21,14 @@ import numpy as np
 import PIL.Image
 import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..image_processing_larvseg import LarvSegImageProcessor
+from ..image_utils_larvseg import (
+    normalize_image,
+    resize_image,
+    resize_labels_nearest,
+    round_to_divisor,
+    to_rgb_array,
+)
 
 SizeLike = int | Sequence[int]
 
@@ -31,38 +40,21 @@ def _hw(size: SizeLike) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def _as_uint8_rgb(image: np.ndarray | PIL.Image.Image) -> np.ndarray:
-    if isinstance(image, PIL.Image.Image):
-        image = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
-    return image
+@functools.cache
+def _default_processor() -> LarvSegImageProcessor:
+    return LarvSegImageProcessor()
+
+
+def _pixel_settings(processor: LarvSegImageProcessor) -> dict:
+    """A processor's rescale and normalisation as transform fields (a step it skips is an identity)."""
+    return {
+        "rescale_factor": processor.rescale_factor if processor.do_rescale else 1.0,
+        "mean": tuple(processor.image_mean) if processor.do_normalize else (0.0, 0.0, 0.0),
+        "std": tuple(processor.image_std) if processor.do_normalize else (1.0, 1.0, 1.0),
+    }
 
 
 # --------------------------------------------------------------------------- geometry
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of an HxWx3 uint8 image to ``size`` = (H, W)."""
-    h, w = size
-    if image.shape[:2] == (h, w):
-        return image
-    return np.asarray(PIL.Image.fromarray(image).resize((w, h), PIL.Image.Resampling.BILINEAR))
-
-
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize that copies ids exactly (any integer dtype, ids > 255 included).
-
-    Samples the source pixel whose centre is nearest each output pixel centre, matching
-    the geometry of PIL's image resize so image and mask stay aligned.
-    """
-    h, w = size
-    sh, sw = mask.shape[:2]
-    if (sh, sw) == (h, w):
-        return mask
-    rows = np.minimum(((np.arange(h) + 0.5) * (sh / h)).astype(np.int64), sh - 1)
-    cols = np.minimum(((np.arange(w) + 0.5) * (sw / w)).astype(np.int64), sw - 1)
-    return mask[rows[:, None], cols[None, :]]
 
 
 def rescaled_size(
@@ -88,10 +80,10 @@ def random_rescale(
     ratio_range: tuple[float, float] = (0.5, 2.0),
     scale: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Rescale image (bilinear) and mask (nearest) by a ratio drawn uniformly from ``ratio_range``."""
+    """Rescale image (bilinear, float32 out) and mask (nearest) by a ratio drawn uniformly from ``ratio_range``."""
     ratio = float(rng.uniform(*ratio_range))
     size = rescaled_size(image.shape[0], image.shape[1], ratio, scale)
-    return resize_image(image, size), (None if mask is None else resize_mask(mask, size))
+    return resize_image(image, size), (None if mask is None else resize_labels_nearest(mask, size))
 
 
 def random_crop(
@@ -204,13 +196,11 @@ def photometric_distortion(
 
 
 def normalize(
-    image: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+    image: np.ndarray, mean: Sequence[float], std: Sequence[float], rescale_factor: float = 1 / 255
 ) -> torch.Tensor:
-    """HxWx3 image in [0, 255] -> 3xHxW float32 tensor ``(x / 255 - mean) / std``."""
-    m = np.asarray(mean, dtype=np.float32) * 255.0
-    s = np.asarray(std, dtype=np.float32) * 255.0
-    out = (image.astype(np.float32) - m) / s
-    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
+    """HxWx3 image in [0, 255] -> 3xHxW float32 tensor ``(x * rescale_factor - mean) / std``, the
+    processor's arithmetic (``image_utils_larvseg.normalize_image``)."""
+    return normalize_image(image, rescale_factor, mean, std)
 
 
 def pad_to(
@@ -246,7 +236,11 @@ class TrainTransform:
 
     ``__call__(image, mask=None, rng=None)`` returns ``(pixel_values (3, ch, cw) float32,
     labels (ch, cw) int64 or None)``; pass ``mask=None`` for image-level samples. Output is
-    always exactly ``crop_size``. METHOD.md uses 512 for mask data and 320 for image data.
+    always ``crop_size``, each side padded up to a multiple of ``size_divisor``. METHOD.md uses 512
+    for mask data and 320 for image data.
+
+    ``rescale_factor``, ``mean`` and ``std`` (None: those of a default ``LarvSegImageProcessor``) and
+    ``size_divisor`` are the processor's: build it with :meth:`from_processor`.
     """
 
     crop_size: SizeLike = 512
@@ -256,8 +250,26 @@ class TrainTransform:
     photometric: bool = True
     cat_max_ratio: float | None = None
     ignore_index: int = -100
-    mean: Sequence[float] = IMAGENET_MEAN
-    std: Sequence[float] = IMAGENET_STD
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    rescale_factor: float | None = None
+    size_divisor: int = 1
+
+    def __post_init__(self) -> None:
+        _fill_pixel_settings(self)
+
+    @classmethod
+    def from_processor(cls, processor: LarvSegImageProcessor, **kwargs) -> TrainTransform:
+        """The transform for a run whose model is saved with `processor`: its rescale, mean, std and
+        size divisor; `kwargs` are the other fields (``crop_size=...``)."""
+        return cls(**{**_pixel_settings(processor), "size_divisor": int(processor.size_divisor), **kwargs})
+
+    @property
+    def padded_size(self) -> tuple[int, int]:
+        """``crop_size`` with each side rounded up to a multiple of ``size_divisor``."""
+        height, width = _hw(self.crop_size)
+        divisor = self.size_divisor
+        return -(-height // divisor) * divisor, -(-width // divisor) * divisor
 
     def __call__(
         self,
@@ -266,7 +278,7 @@ class TrainTransform:
         rng: np.random.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         rng = rng if rng is not None else np.random.default_rng()
-        image = _as_uint8_rgb(image)
+        image = to_rgb_array(image)
         if mask is not None and mask.shape[:2] != image.shape[:2]:
             raise ValueError(f"image is {image.shape[:2]} but mask is {mask.shape[:2]} (H, W)")
         image, mask = random_rescale(image, mask, rng, self.ratio_range, self.scale)
@@ -275,48 +287,74 @@ class TrainTransform:
         )
         image, mask = random_flip(image, mask, rng, self.flip_prob)
         pixels = photometric_distortion(image, rng) if self.photometric else image
-        pixel_values, labels = normalize(pixels, self.mean, self.std), _labels_tensor(mask)
-        return pad_to(pixel_values, labels, self.crop_size, self.ignore_index)
+        pixel_values = normalize(pixels, self.mean, self.std, self.rescale_factor)
+        return pad_to(pixel_values, _labels_tensor(mask), self.padded_size, self.ignore_index)
 
 
 @dataclass
 class EvalTransform:
-    """Deterministic resize + normalise for evaluation.
+    """Deterministic resize + normalise for evaluation, as ``LarvSegImageProcessor`` prepares images.
 
     ``short_side`` resizes so the short side has that length (aspect kept, as the published
-    evaluation's short side 512); ``size`` = (H, W) resizes to a fixed size; neither keeps the
-    image as is. The mask stays at its original resolution (metrics compare at full size)
-    unless ``resize_mask`` resizes it (nearest) with the image.
+    evaluation's short side 512); ``size`` = (H, W) resizes to a fixed size; either way the sides are
+    rounded to a multiple of ``size_divisor``. Neither keeps the image as is. The mask stays at its
+    original resolution (metrics compare at full size) unless ``resize_mask`` resizes it (nearest) with
+    the image. Pixel settings as for :class:`TrainTransform`; build it with :meth:`from_processor`.
     """
 
     short_side: int | None = None
     size: SizeLike | None = None
     resize_mask: bool = False
-    mean: Sequence[float] = IMAGENET_MEAN
-    std: Sequence[float] = IMAGENET_STD
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    rescale_factor: float | None = None
+    size_divisor: int = 1
+
+    def __post_init__(self) -> None:
+        _fill_pixel_settings(self)
+
+    @classmethod
+    def from_processor(cls, processor: LarvSegImageProcessor, **kwargs) -> EvalTransform:
+        """The processor's resize (its ``size``, unless ``do_resize`` is off), pixel settings and size
+        divisor; `kwargs` override fields."""
+        size = processor.size
+        fields: dict = {**_pixel_settings(processor), "size_divisor": int(processor.size_divisor)}
+        if processor.do_resize and "shortest_edge" in size:
+            fields["short_side"] = size["shortest_edge"]
+        elif processor.do_resize:
+            fields["size"] = (size["height"], size["width"])
+        return cls(**{**fields, **kwargs})
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         if self.size is not None:
-            return _hw(self.size)
+            return round_to_divisor(*_hw(self.size), self.size_divisor)
         if self.short_side is not None:
             f = self.short_side / min(height, width)
-            return max(1, int(height * f + 0.5)), max(1, int(width * f + 0.5))
+            return round_to_divisor(height * f, width * f, self.size_divisor)
         return height, width
 
     def __call__(
         self, image: np.ndarray | PIL.Image.Image, mask: np.ndarray | None = None, rng: object = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        image = _as_uint8_rgb(image)
+        image = to_rgb_array(image)
         size = self.output_size(*image.shape[:2])
-        pixel_values = normalize(resize_image(image, size), self.mean, self.std)
+        pixel_values = normalize(resize_image(image, size), self.mean, self.std, self.rescale_factor)
         if mask is not None and self.resize_mask:
-            mask = resize_mask(mask, size)
+            mask = resize_labels_nearest(mask, size)
         return pixel_values, _labels_tensor(mask)
 
 
+def _fill_pixel_settings(transform: TrainTransform | EvalTransform) -> None:
+    """Unset pixel settings -> a default processor's, so that there is one place for the defaults."""
+    defaults = _pixel_settings(_default_processor())
+    for name in ("rescale_factor", "mean", "std"):
+        if getattr(transform, name) is None:
+            setattr(transform, name, defaults[name])
+    if int(transform.size_divisor) < 1:
+        raise ValueError(f"size_divisor must be >= 1, got {transform.size_divisor!r}")
+
+
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "EvalTransform",
     "TrainTransform",
     "hsv_to_rgb",
@@ -327,7 +365,5 @@ __all__ = [
     "random_flip",
     "random_rescale",
     "rescaled_size",
-    "resize_image",
-    "resize_mask",
     "rgb_to_hsv",
 ]

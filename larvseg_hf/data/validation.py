@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 from tqdm.auto import tqdm
 
-from .loading import SourceDataset, image_size
+from .decoding import image_size
+from .source_dataset import SourceDataset
 
 #: Rows of a streaming source checked before training when no number is given.
 STREAMING_ROWS = 1000
