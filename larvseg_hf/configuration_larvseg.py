@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
@@ -25,6 +25,12 @@ VIT_B16 = {
 
 #: Keys a saved config.json must hold (see LarvSegConfig.from_dict).
 REQUIRED_SAVED_KEYS = ("backbone_config", "id2label")
+
+
+def novel_label_ids(num_labels: int, base_label_ids: Iterable[int] | None) -> list[int]:
+    """Ids without mask supervision: every id not in base_label_ids (all of them when none are base)."""
+    base = set(base_label_ids or ())
+    return [i for i in range(num_labels) if i not in base]
 
 
 class LarvSegConfigFileError(ValueError):
@@ -227,13 +233,11 @@ class LarvSegConfig(PretrainedConfig):
 
     @property
     def novel_label_ids(self) -> list[int]:
-        """Ids without mask supervision: every id not in base_label_ids (all of them when none are base)."""
-        base = set(self.base_label_ids or ())
-        return [i for i in range(self.num_labels) if i not in base]
+        return novel_label_ids(self.num_labels, self.base_label_ids)
 
     @property
     def is_vit_backbone(self) -> bool:
         return getattr(self.backbone_config, "model_type", None) == "vit"
 
 
-__all__ = ["LarvSegConfig", "LarvSegConfigFileError"]
+__all__ = ["LarvSegConfig", "LarvSegConfigFileError", "novel_label_ids"]

@@ -212,16 +212,6 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         id2label = self.config.id2label
         cached = getattr(self, "_name_index_cache", None)
         if cached is None or cached[0] is not id2label:
-            names = [id2label[i] for i in range(self.config.num_labels)]
-            cached = (id2label, NameIndex(names, what="model's vocabulary"))
-            self._name_index_cache = cached
-        return cached[1]
-
-    def _name_index(self) -> NameIndex:
-        """The vocabulary's name lookup, rebuilt when config.id2label is replaced."""
-        id2label = self.config.id2label
-        cached = getattr(self, "_name_index_cache", None)
-        if cached is None or cached[0] is not id2label:
             cached = (id2label, NameIndex(self.config.class_names, what="model's vocabulary"))
             self._name_index_cache = cached
         return cached[1]

@@ -11,14 +11,13 @@ so the figure shows what image-level labels taught the model.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
+from reproduce import builtin_eval_source
 
 from larvseg_hf import LarvSegForSemanticSegmentation, LarvSegImageProcessor
-from larvseg_hf.data.loading import load_segmentation_dataset
 
 
 def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -43,10 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     model = LarvSegForSemanticSegmentation.from_pretrained(args.model).eval()
     processor = LarvSegImageProcessor.from_pretrained(args.model)
     config = model.config
-    names = [config.id2label[i] for i in range(config.num_labels)]
+    names = model.class_names
     base = set(config.base_label_ids or [])
-    root = Path(json.loads((Path(args.model) / "larvseg_training.json").read_text())["root"])
-    source = load_segmentation_dataset(root / "eval", class_names=names, dataset_name="eval")
+    source = builtin_eval_source(Path(args.model), names)
     palette = (np.random.default_rng(3).random((len(names), 3)) * 200 + 55).astype(np.uint8)
     palette[0] = (40, 40, 40)
 

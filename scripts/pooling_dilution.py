@@ -20,6 +20,8 @@ from pathlib import Path
 import results_tables
 from reproduce import load_run
 
+from larvseg_hf.training.record import TrainingRecord
+
 BACKGROUND_ID = 0  # the built-in benchmark's background class
 
 
@@ -35,17 +37,17 @@ def main(argv: list[str] | None = None) -> dict:
     from larvseg_hf.analysis import pooling_dilution  # runs without gradients itself
 
     model_dir = Path(args.model)
-    if not (model_dir / "larvseg_training.json").is_file():
-        parser.error(
-            f"{model_dir} has no larvseg_training.json: not a run of scripts/train.py on the built-in data"
-        )
+    try:
+        TrainingRecord.read(model_dir)
+    except (OSError, ValueError) as error:
+        parser.error(f"{error} This script needs a run of scripts/train.py on the built-in data.")
     model, processor, base, novel, rows = load_run(model_dir)
     groups = {"novel": novel, "base": [c for c in base if c != BACKGROUND_ID], "background": [BACKGROUND_ID]}
     table = pooling_dilution(model, processor, rows(), groups=groups)
     results = {
         "model": model_dir.name,
         "categories": model.config.num_labels - 1,
-        "mask_norm_gamma": round(model.mask_norm_gamma.item(), 4),
+        "mask_norm_gamma": round(model.head.mask_norm.gamma.item(), 4),
         "rows": table,
     }
     path = Path(args.results)

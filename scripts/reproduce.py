@@ -79,6 +79,8 @@ MAIN_SETTINGS: dict[str, tuple[str, list[str]]] = {
         ["--builtin_full_masks", "True"],
     ),
 }
+#: Emoji categories of the reproduce suite (the main suite keeps the built-in benchmark's).
+REPRODUCE_CATEGORIES = 20
 CO_SEG = {"larvseg": ("larvseg_coseg", "LarvSeg (+ CA-Cls) + coseg inference")}
 ORACLE = ("masks_only", "larvseg")
 
@@ -149,28 +151,38 @@ def extra_evaluations(output_dir: Path, coseg: bool, oracle: bool) -> dict[str, 
     return {kind: done[kind] for kind in wanted} | {"seconds": done.get("seconds", 0.0)}
 
 
+def builtin_eval_source(model_dir: Path, class_names: list[str]):
+    """The eval split of the built-in benchmark a run trained on (its larvseg_training.json "root"), read
+    with the model's own class names."""
+    from larvseg_hf.data.loaders import load_segmentation_dataset
+    from larvseg_hf.training.record import RECORD_FILE, TrainingRecord
+
+    eval_dir = TrainingRecord.read(model_dir).builtin_eval_dir
+    if eval_dir is None:
+        raise SystemExit(
+            f"{Path(model_dir) / RECORD_FILE} names no built-in benchmark: not a run on the built-in data"
+        )
+    return load_segmentation_dataset(eval_dir, class_names=class_names, dataset_name="eval")
+
+
 def load_run(output_dir: Path):
     """A trained run's model (eval mode), processor, base and novel ids, and its built-in eval scenes as a
     function returning fresh {"image", "label"} rows."""
     import larvseg_hf  # noqa: F401
     from larvseg_hf import LarvSegForSemanticSegmentation, LarvSegImageProcessor
-    from larvseg_hf.data.loading import load_segmentation_dataset
 
     model = LarvSegForSemanticSegmentation.from_pretrained(output_dir).eval()
     processor = LarvSegImageProcessor.from_pretrained(output_dir)
     config = model.config
-    names = [config.id2label[i] for i in range(config.num_labels)]
     base = list(config.base_label_ids or [])
-    novel = [i for i in range(config.num_labels) if i not in set(base)]
-    root = Path(json.loads((output_dir / "larvseg_training.json").read_text())["root"])
-    source = load_segmentation_dataset(root / "eval", class_names=names, dataset_name="eval")
+    source = builtin_eval_source(output_dir, model.class_names)
 
     def rows():
         for index in range(len(source)):
             example = source.get_example(index)
             yield {"image": example["image"], "label": example["mask"]}
 
-    return model, processor, base, novel, rows
+    return model, processor, base, config.novel_label_ids, rows
 
 
 def _extra_evaluations(output_dir: Path, coseg: bool, oracle: bool) -> dict[str, dict[str, float]]:
@@ -205,7 +217,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--suite", choices=["reproduce", "main"], default="reproduce")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Default: 0 1 2 (main: 0).")
     parser.add_argument("--steps", type=int, default=None, help="Default: 600 (main: the preset's 2,000).")
-    parser.add_argument("--categories", type=int, default=None, help="Default: 20 (main: the preset's 60).")
+    from larvseg_hf.data.emoji_scenes import EmojiBenchmarkParams
+
+    builtin = EmojiBenchmarkParams()
+    parser.add_argument(
+        "--categories",
+        type=int,
+        default=None,
+        help=f"Default: {REPRODUCE_CATEGORIES} (main: the built-in benchmark's {builtin.num_categories}).",
+    )
     parser.add_argument("--settings", nargs="+", default=None, help="Run only these settings (names).")
     parser.add_argument("--train_args", default="", help="More train.py arguments for every run, one string.")
     parser.add_argument("--output_dir", default=None, help="Runs go here (default: outputs/<suite>).")
@@ -231,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("the main suite reports one seed; give one --seeds value")
     if not main_suite:
         args.steps = args.steps or 600
-        args.categories = args.categories or 20
+        args.categories = args.categories or REPRODUCE_CATEGORIES
     root = Path(args.output_dir or REPO / "outputs" / args.suite)
     root.mkdir(parents=True, exist_ok=True)
     compute_seconds = 0.0

@@ -5,6 +5,7 @@ errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 
@@ -322,6 +323,39 @@ def test_errors(tmp_path):
     with pytest.raises(ValueError, match="num_eval_scenes"):
         es.build_emoji_benchmark(tmp_path, **{**TINY, "num_eval_scenes": -1})
     assert not (tmp_path / "emoji_scenes").exists() or not any((tmp_path / "emoji_scenes").iterdir())
+
+
+def test_default_benchmark_parameters_keep_their_cache_key():
+    """The defaults (what `bash scripts/run_main.sh` trains on) and the cache-key layout are unchanged, so
+    folders built before EmojiBenchmarkParams existed are found again."""
+    params = es.EmojiBenchmarkParams()
+    expected = {
+        "num_categories": 60,
+        "novel_fraction": 0.4,
+        "image_size": 128,
+        "num_mask_scenes": 4000,
+        "num_single_images": 2000,
+        "num_weak_scenes": 1000,
+        "num_eval_scenes": 300,
+        "seed": 0,
+        "full_masks": False,
+    }
+    assert dataclasses.asdict(params) == expected
+    cache = params.cache_params()
+    assert list(cache) == ["generator_version", *expected, "artwork", "backgrounds"]
+    assert cache == es._params(**expected)
+    if cache["artwork"] == "svg" and len(cache["backgrounds"]) == 15:  # resvg and scikit-learn installed
+        assert es._params_hash(cache) == "d44bf74f349a"
+
+
+def test_params_object_and_keywords_build_the_same_folder(tiny, tmp_path):
+    fields = {k: v for k, v in TINY.items() if k != "show_progress"}
+    params = es.EmojiBenchmarkParams(**fields)
+    again = es.build_emoji_benchmark(tmp_path, params, show_progress=False)
+    assert again.root.name == tiny.root.name
+    assert json.loads((again.root / "vocabulary.json").read_text("utf-8"))["params"] == params.cache_params()
+    with pytest.raises(TypeError, match="num_categorie"):
+        es.build_emoji_benchmark(tmp_path, num_categorie=3)
 
 
 def test_cli_prints_a_summary(tiny, capsys):

@@ -194,6 +194,36 @@ def test_histograms_agree_with_module_and_reference():
     np.testing.assert_allclose(histograms.accuracy().numpy(), expected["per_category_accuracy"])
 
 
+def test_per_class_reports_write_what_the_histograms_computed(tmp_path):
+    import csv
+
+    from larvseg_hf.metrics.reports import plot_per_class_iou, write_per_class_csv
+
+    histograms = SegmentationMetrics(NUM_LABELS, IGNORE)
+    for prediction, label in all_pairs():
+        histograms.update(torch.as_tensor(prediction), torch.as_tensor(label))
+    per_class = histograms.per_class()
+    expected = reference_mean_iou(all_pairs(), NUM_LABELS)
+    np.testing.assert_allclose(per_class.iou, expected["per_category_iou"])
+    np.testing.assert_allclose(per_class.accuracy, expected["per_category_accuracy"])
+
+    names = [f"class {i}" for i in range(NUM_LABELS)]
+    path = write_per_class_csv(tmp_path / "per_class_iou.csv", per_class, names, BASE)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    shown = [i for i in range(NUM_LABELS) if per_class.label_pixels[i] or per_class.predicted_pixels[i]]
+    assert [int(row["id"]) for row in rows] == shown and shown != list(range(NUM_LABELS))
+    for row in rows:
+        i = int(row["id"])
+        assert row["name"] == names[i] and row["split"] == ("base" if i in BASE else "novel")
+        assert int(row["label_pixels"]) == int(histograms.labeled[i])
+        assert int(row["predicted_pixels"]) == int(histograms.predicted[i])
+        if not math.isnan(expected["per_category_iou"][i]):
+            assert float(row["iou"]) == pytest.approx(expected["per_category_iou"][i], abs=1e-6)
+    png = plot_per_class_iou(tmp_path / "per_class_iou.png", per_class, names, BASE)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 # --------------------------------------------------------------------------- sparse rows, errors
 
 

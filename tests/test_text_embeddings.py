@@ -33,5 +33,7 @@ def test_init_class_embeddings_from_names_sets_and_freezes():
     text = init_class_embeddings_from_names(model, freeze=True)
     torch.testing.assert_close(model.head.class_embeddings.detach(), text)
     assert not model.head.class_embeddings.requires_grad and model.config.freeze_class_embeddings
-    similarity = F.normalize(model.head.class_embeddings, dim=-1) @ F.normalize(model.head.class_embeddings, dim=-1).T
+    similarity = (
+        F.normalize(model.head.class_embeddings, dim=-1) @ F.normalize(model.head.class_embeddings, dim=-1).T
+    )
     assert similarity[0, 1] > similarity[0, 2]

@@ -22,9 +22,12 @@ import torch
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
 import larvseg_hf  # noqa: F401  (registers the Auto classes)
-from larvseg_hf.data.loading import build_union_vocabulary, load_segmentation_dataset
+from larvseg_hf.data.loaders import load_segmentation_dataset
+from larvseg_hf.data.vocabulary_mapping import build_union_vocabulary
 from larvseg_hf.evaluation import evaluate_segmentation
 from larvseg_hf.metrics import scalar_results
+from larvseg_hf.metrics.reports import plot_per_class_iou, write_per_class_csv
+from larvseg_hf.training.record import TrainingRecord
 from larvseg_hf.training.setup import mapped_eval_rows, split_spec
 
 
@@ -59,13 +62,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _default_dataset(model_path: str) -> tuple[str, bool]:
     """The eval set recorded at training time, and whether it is labelled in the model's own ids."""
-    info = Path(model_path) / "larvseg_training.json"
-    if info.is_file():
-        data = json.loads(info.read_text())
-        if "root" in data:  # the built-in benchmark
-            return str(Path(data["root"]) / "eval"), True
-        if data.get("eval_spec"):
-            return data["eval_spec"], False
+    try:
+        record = TrainingRecord.read(model_path)
+    except FileNotFoundError:
+        record = TrainingRecord()
+    if record.builtin_eval_dir is not None:
+        return str(record.builtin_eval_dir), True
+    if record.eval_spec:
+        return record.eval_spec, False
     raise SystemExit(
         f"No --dataset given and {model_path} does not name its evaluation data; pass --dataset."
     )
@@ -82,9 +86,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     model = AutoModelForSemanticSegmentation.from_pretrained(args.model).to(args.device).eval()
     processor = AutoImageProcessor.from_pretrained(args.model)
     config = model.config
-    names = [config.id2label[i] for i in range(config.num_labels)]
+    names = config.class_names
     base_ids = list(config.base_label_ids or [])
-    novel_ids = [i for i in range(config.num_labels) if i not in set(base_ids)]
+    novel_ids = config.novel_label_ids
 
     spec, in_model_ids = (args.dataset, False) if args.dataset else _default_dataset(args.model)
     path, split = split_spec(spec)
@@ -117,8 +121,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     (output_dir / "metrics.json").write_text(
         json.dumps({"dataset": spec, "coseg": args.coseg, **as_json}, indent=2)
     )
-    metrics.write_csv(output_dir / "per_class_iou.csv", names, base_ids)
-    metrics.plot(output_dir / "per_class_iou.png", names, base_ids)
+    per_class = metrics.per_class()
+    write_per_class_csv(output_dir / "per_class_iou.csv", per_class, names, base_ids)
+    plot_per_class_iou(output_dir / "per_class_iou.png", per_class, names, base_ids)
     print(json.dumps(scalar_results(results), indent=2))
     print(f"Per-class IoU: {output_dir / 'per_class_iou.csv'} and {output_dir / 'per_class_iou.png'}")
     return results

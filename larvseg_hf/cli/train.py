@@ -11,22 +11,20 @@ Datasets are Hub names or local imagefolders (NAME[:SPLIT]). See README.md for e
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
 
-import torch
 import transformers
 from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-import larvseg_hf
-from larvseg_hf import LarvSegImageProcessor
 from larvseg_hf.data.collate import LarvSegCollator
 from larvseg_hf.training.arguments import parse_train_args
 from larvseg_hf.training.model_card import render_model_card
+from larvseg_hf.training.record import TrainingRecord
 from larvseg_hf.training.setup import (
+    build_image_processor,
     build_model,
     build_train_dataset,
     load_training_data,
@@ -68,17 +66,14 @@ def run(argv: list[str] | None = None) -> dict[str, float]:
     )
 
     model = build_model(model_args, data)
-    processor = LarvSegImageProcessor(
-        size={"height": data_args.eval_size, "width": data_args.eval_size},
-        size_divisor=_output_stride(model),
-        ignore_index=model.config.ignore_index,
-    )
+    # Saved next to the model; the training transforms rescale and normalise as it does.
+    processor = build_image_processor(model_args, data_args, model)
     world = training_args.world_size
     steps = training_args.max_steps if training_args.max_steps > 0 else None
     per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * world
     length = steps * per_step if steps else None
     train_dataset = build_train_dataset(
-        data, data_args, training_args.seed, length, training_args.process_index, world
+        data, data_args, training_args.seed, length, training_args.process_index, world, processor
     )
 
     trainer = LarvSegTrainer(
@@ -138,9 +133,9 @@ def run(argv: list[str] | None = None) -> dict[str, float]:
         )
         trainer.model_card_text = card
         (output_dir / "README.md").write_text(card)
-        (output_dir / "larvseg_training.json").write_text(
-            json.dumps({"base_ids": data.base_ids, "novel_ids": data.novel_ids, **data.description}, indent=2)
-        )
+        TrainingRecord.from_dict(
+            {"base_ids": data.base_ids, "novel_ids": data.novel_ids, **data.description}
+        ).save(output_dir)
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="LarvSeg model trained with larvseg-hf")
 
@@ -152,16 +147,6 @@ def run(argv: list[str] | None = None) -> dict[str, float]:
             + f"\nModel saved to {Path(training_args.output_dir).resolve()}"
         )
     return metrics
-
-
-def _output_stride(model: larvseg_hf.LarvSegForSemanticSegmentation) -> int:
-    """Feature stride, so that the processor's sizes align with the feature grid."""
-    was_training = model.training
-    model.eval()  # no BatchNorm statistics from the probe
-    with torch.no_grad():
-        side = model.backbone(torch.zeros(1, 3, 64, 64)).shape[-1]
-    model.train(was_training)
-    return 64 // side
 
 
 def _fmt(value: float | None) -> str:

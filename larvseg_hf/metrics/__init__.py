@@ -2,7 +2,8 @@
 
 - `load_mean_iou()`: the `larvseg_mean_iou` evaluate module (evaluate's mean_iou keys plus base / novel),
   loaded offline from the installed package; feed it one sparse row per batch (`batch_row`).
-- `SegmentationMetrics`: dense per-class histograms in O(vocabulary) memory, for the per-class CSV and plot.
+- `SegmentationMetrics`: dense per-class histograms in O(vocabulary) memory; `per_class()` gives the
+  `PerClassResults` that `reports.write_per_class_csv` / `reports.plot_per_class_iou` write.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .histograms import SegmentationMetrics
+from .histograms import PerClassResults, SegmentationMetrics
 from .larvseg_mean_iou import SCALAR_KEYS, LarvsegMeanIou, mean_iou_from_areas
 from .rows import batch_row, empty_row, rows_to_columns
 
@@ -38,6 +39,7 @@ __all__ = [
     "MEAN_IOU_MODULE",
     "SCALAR_KEYS",
     "LarvsegMeanIou",
+    "PerClassResults",
     "SegmentationMetrics",
     "batch_row",
     "empty_row",

@@ -1,18 +1,28 @@
-"""Streaming per-class histograms in O(num_classes) memory, never N x N: the per-class CSV and plot, and
-cross-process sums. The scores themselves come from `larvseg_mean_iou`, the one owner of the formulas."""
+"""Streaming per-class histograms in O(num_classes) memory, never N x N: per-class results (written by
+metrics/reports.py) and cross-process sums. The scores themselves come from `larvseg_mean_iou`, the one
+owner of the formulas."""
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .larvseg_mean_iou import AREA_NAMES, mean_iou_from_areas, per_category_scores
 from .rows import batch_row
+
+
+@dataclass(frozen=True)
+class PerClassResults:
+    """Dense per-class arrays over the vocabulary: IoU and accuracy (NaN where undefined), pixel counts."""
+
+    iou: np.ndarray
+    accuracy: np.ndarray
+    label_pixels: np.ndarray
+    predicted_pixels: np.ndarray
 
 
 @dataclass
@@ -77,52 +87,10 @@ class SegmentationMetrics:
         """evaluate's mean_iou keys plus base / novel mIoU and num_classes_present, by `larvseg_mean_iou`."""
         return mean_iou_from_areas(*self._areas(), base_ids=base_ids, novel_ids=novel_ids)
 
-    def write_csv(self, path: str | Path, class_names: Sequence[str], base_ids: Sequence[int] = ()) -> None:
-        base = set(base_ids)
-        iou, accuracy = self.iou(), self.accuracy()
-        with open(path, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["id", "name", "split", "iou", "accuracy", "label_pixels", "predicted_pixels"])
-            for i in torch.nonzero((self.labeled > 0) | (self.predicted > 0)).flatten().tolist():
-                writer.writerow(
-                    [
-                        i,
-                        class_names[i],
-                        "base" if i in base else "novel",
-                        f"{float(iou[i]):.6f}",
-                        f"{float(accuracy[i]):.6f}",
-                        int(self.labeled[i]),
-                        int(self.predicted[i]),
-                    ]
-                )
-
-    def plot(
-        self,
-        path: str | Path,
-        class_names: Sequence[str],
-        base_ids: Sequence[int] = (),
-        max_classes: int = 60,
-    ) -> None:
-        """Bar plot of per-class IoU (worst classes first when there are too many to show)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        iou = self.iou()
-        ids = torch.nonzero(self.labeled > 0).flatten()
-        ids = ids[torch.argsort(iou[ids])][:max_classes].tolist()
-        base = set(base_ids)
-        colors = ["tab:blue" if i in base else "tab:orange" for i in ids]
-        fig, ax = plt.subplots(figsize=(max(6, 0.22 * len(ids)), 4))
-        ax.bar(range(len(ids)), [float(iou[i]) for i in ids], color=colors)
-        ax.set_xticks(range(len(ids)), [class_names[i][:18] for i in ids], rotation=90, fontsize=7)
-        ax.set_ylabel("IoU")
-        ax.set_ylim(0, 1)
-        ax.set_title("Per-class IoU (blue: base, orange: novel)")
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+    def per_class(self) -> PerClassResults:
+        """Per-class scores and pixel counts, for the reports (metrics/reports.py)."""
+        iou, accuracy = per_category_scores(*self._areas())
+        return PerClassResults(iou, accuracy, self.labeled.numpy().copy(), self.predicted.numpy().copy())
 
 
-__all__ = ["SegmentationMetrics"]
+__all__ = ["PerClassResults", "SegmentationMetrics"]

@@ -1,11 +1,14 @@
 """Command-line arguments of scripts/train.py, in the style of transformers' example scripts.
 
-Values come, lowest priority first, from: the dataclass defaults, the built-in benchmark preset
-(when no dataset is named) or the published schedule,, a `--config` YAML/JSON file, then the command line.
+Values come, lowest priority first, from: the dataclass defaults, the published schedule
+(presets/method.yaml), the built-in benchmark preset (presets/emoji_scenes.yaml, only when no dataset is
+named on the command line or in the file), a `--config` YAML/JSON file, then the command line.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import inspect
 import json
 import os
@@ -18,14 +21,24 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..configuration_larvseg import LarvSegConfig
+from ..data.emoji_scenes import EmojiBenchmarkParams
 
 PRESET_DIR = Path(__file__).parent / "presets"
+CONFIG_FLAG = "--config"
+_CONFIG_PARAMETERS = inspect.signature(LarvSegConfig.__init__).parameters
+_BENCHMARK_FIELDS = {spec.name: spec for spec in dataclasses.fields(EmojiBenchmarkParams)}
 
 
 def _config_field(name: str, help_text: str) -> Any:
     """A model option whose default is LarvSegConfig's (None = keep it), so the config owns every default."""
-    default = inspect.signature(LarvSegConfig.__init__).parameters[name].default
+    default = _CONFIG_PARAMETERS[name].default
     return field(default=None, metadata={"help": f"{help_text} Default: {default} (see LarvSegConfig)."})
+
+
+def _builtin_field(name: str) -> Any:
+    """`--builtin_<name>`: the built-in benchmark's parameter `name`, default and help from EmojiBenchmarkParams."""
+    spec = _BENCHMARK_FIELDS[name]
+    return field(default=spec.default, metadata={"help": f"Built-in benchmark: {spec.metadata['help']}"})
 
 
 @dataclass
@@ -91,6 +104,10 @@ class ModelArguments:
     )
     loss_downsample_rate: int | None = _config_field("loss_downsample_rate", "Losses at input size / this.")
 
+    def config_values(self) -> dict[str, Any]:
+        """The LarvSegConfig values this command line sets (options left at None keep the config's own)."""
+        return {name: getattr(self, name) for name in MODEL_CONFIG_FIELDS if getattr(self, name) is not None}
+
 
 @dataclass
 class DataArguments:
@@ -149,27 +166,32 @@ class DataArguments:
         },
     )
     max_eval_samples: int | None = field(default=None)
-    # Built-in emoji-scenes benchmark (used when no dataset is named).
-    builtin_num_categories: int = field(default=60)
-    builtin_novel_fraction: float = field(default=0.4)
-    builtin_image_size: int = field(default=128)
-    builtin_num_mask_scenes: int = field(default=4000)
-    builtin_num_single_images: int = field(default=2000)
-    builtin_num_weak_scenes: int = field(default=1000)
-    builtin_num_eval_scenes: int = field(default=300)
-    builtin_seed: int = field(default=0)
-    builtin_full_masks: bool = field(
-        default=False,
+    # Built-in emoji-scenes benchmark (used when no dataset is named): one option per EmojiBenchmarkParams
+    # field, which owns the defaults (`builtin_params` checks that the two lists match).
+    builtin_num_categories: int = _builtin_field("num_categories")
+    builtin_novel_fraction: float = _builtin_field("novel_fraction")
+    builtin_image_size: int = _builtin_field("image_size")
+    builtin_num_mask_scenes: int = _builtin_field("num_mask_scenes")
+    builtin_num_single_images: int = _builtin_field("num_single_images")
+    builtin_num_weak_scenes: int = _builtin_field("num_weak_scenes")
+    builtin_num_eval_scenes: int = _builtin_field("num_eval_scenes")
+    builtin_seed: int = _builtin_field("seed")
+    builtin_full_masks: bool = _builtin_field("full_masks")
+    builtin_root: str | None = field(
+        default=None,
         metadata={
-            "help": "Fully supervised bound: the built-in mask scenes show (and mask) every emoji, novel too."
+            "help": "Cache folder of the built-in benchmark. Default: $LARVSEG_CACHE or ~/.cache/larvseg_hf."
         },
     )
-    builtin_root: str | None = field(default=None)
 
     @property
     def uses_builtin(self) -> bool:
         """The built-in benchmark is used only when no dataset of any kind is named."""
         return not self.mask_datasets and not self.image_datasets and not self.weak_datasets
+
+    def builtin_params(self) -> EmojiBenchmarkParams:
+        """The built-in benchmark these `--builtin_*` options describe."""
+        return EmojiBenchmarkParams(**{name: getattr(self, f"builtin_{name}") for name in _BENCHMARK_FIELDS})
 
 
 @dataclass
@@ -192,45 +214,80 @@ class EvalArguments:
     model_card_template: str | None = field(default=None)
 
 
-def _read_config(path: str) -> dict[str, Any]:
-    text = Path(path).read_text()
-    data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+#: ModelArguments fields that are LarvSegConfig values, passed to the config as given (also over a pretrained
+#: model's config). head_hidden_size is not: it only shapes a new head, a pretrained model keeps its own.
+MODEL_CONFIG_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(ModelArguments)
+    if f.name in _CONFIG_PARAMETERS and f.name != "head_hidden_size"
+)
+TRAIN_ARGUMENT_CLASSES = (ModelArguments, DataArguments, LarvSegTrainingArguments, EvalArguments)
+
+
+def read_arguments_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML or JSON mapping of argument names to values (a preset or a `--config` file), as
+    HfArgumentParser.parse_yaml_file / parse_json_file read it."""
+    text = Path(path).read_text(encoding="utf-8")
+    data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
     if not isinstance(data, dict):
-        raise ValueError(f"--config {path} must hold a mapping of argument names to values.")
+        raise ValueError(f"{CONFIG_FLAG} {path} must hold a mapping of argument names to values.")
     return data
+
+
+def train_argument_parser() -> HfArgumentParser:
+    """The parser of every training argument, `--config` included (so that `--help` lists it)."""
+    parser = HfArgumentParser(TRAIN_ARGUMENT_CLASSES)
+    parser.add_argument(
+        CONFIG_FLAG,
+        default=None,
+        metavar="FILE",
+        help="A YAML or JSON file of argument names and values over the presets; command-line flags override it.",
+    )
+    return parser
+
+
+def _config_path(argv: list[str]) -> str | None:
+    """The `--config` value, read as HfArgumentParser reads its `args_file_flag`: by a parser of that flag alone."""
+    probe = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    probe.add_argument(CONFIG_FLAG, default=None)
+    try:
+        return probe.parse_known_args(argv)[0].config
+    except argparse.ArgumentError as error:
+        raise ValueError(f"{CONFIG_FLAG} needs a YAML or JSON file path.") from error
+
+
+def _names_datasets(argv: list[str], file_values: dict[str, Any]) -> bool:
+    """Whether the command line or the `--config` file names a dataset (DataArguments.uses_builtin)."""
+    probe = HfArgumentParser(DataArguments, add_help=False)
+    data_fields = {f.name for f in dataclasses.fields(DataArguments)}
+    probe.set_defaults(**{k: v for k, v in file_values.items() if k in data_fields})
+    namespace, _ = probe.parse_known_args(argv)
+    return not DataArguments(**vars(namespace)).uses_builtin
 
 
 def parse_train_args(
     argv: list[str] | None = None,
 ) -> tuple[ModelArguments, DataArguments, LarvSegTrainingArguments, EvalArguments]:
+    """The training arguments, layered as the module docstring says (see README, Training)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser((ModelArguments, DataArguments, LarvSegTrainingArguments, EvalArguments))
-    config_path = None
-    for at, arg in enumerate(argv):
-        if arg == "--config" or arg.startswith("--config="):
-            if arg == "--config" and at + 1 >= len(argv):
-                raise ValueError("--config needs a YAML or JSON file path.")
-            config_path = arg.split("=", 1)[1] if "=" in arg else argv[at + 1]
-            del argv[at : at + (1 if "=" in arg else 2)]
-            break
-    defaults: dict[str, Any] = _read_config(str(PRESET_DIR / "method.yaml"))
-    dataset_flags = ("mask_datasets", "image_datasets", "weak_datasets")
-    names_datasets = any(a.startswith(tuple(f"--{flag}" for flag in dataset_flags)) for a in argv)
-    file_values = _read_config(config_path) if config_path else {}
-    if not names_datasets and not any(file_values.get(flag) for flag in dataset_flags):
-        defaults.update(_read_config(str(PRESET_DIR / "emoji_scenes.yaml")))
+    parser = train_argument_parser()
+    config_path = _config_path(argv)
+    file_values = read_arguments_file(config_path) if config_path else {}
+    defaults = read_arguments_file(PRESET_DIR / "method.yaml")
+    if not _names_datasets(argv, file_values):
+        defaults.update(read_arguments_file(PRESET_DIR / "emoji_scenes.yaml"))
     defaults.update(file_values)
     if _multiprocess_without_accelerator():
         # `accelerate launch --multi_gpu` / torchrun on a machine without GPUs: unless use_cpu is set,
         # Accelerate reports DistributedType.NO and every process trains its own unsynchronised copy
         # on the same batches (no DDP, no data sharding). use_cpu gives MULTI_CPU over gloo.
         defaults.setdefault("use_cpu", True)
-    known = {action.dest for action in parser._actions}
+    known = {f.name for dtype in parser.dataclass_types for f in dataclasses.fields(dtype) if f.init}
     unknown = sorted(set(defaults) - known)
     if unknown:
         raise ValueError(f"Unknown argument(s) in config: {unknown}")
     parser.set_defaults(**defaults)
-    model_args, data_args, training_args, eval_args = parser.parse_args_into_dataclasses(args=argv)
+    model_args, data_args, training_args, eval_args, _ = parser.parse_args_into_dataclasses(args=argv)
     return model_args, data_args, training_args, eval_args
 
 

@@ -53,7 +53,7 @@ def render_model_card(
 ) -> str:
     """Fill the template; raises KeyError naming any placeholder left without a value."""
     training = dict(training or {})
-    class_names = [config.id2label[i] for i in range(config.num_labels)]
+    class_names = config.class_names
     base_ids = list(config.base_label_ids or [])
     backbone = config.backbone_config
     values = {

@@ -7,43 +7,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..configuration_larvseg import LarvSegConfig
-from ..data.collate import build_mixed_dataset
-from ..data.loading import (
-    SourceDataset,
-    VocabularyMapping,
-    build_union_vocabulary,
-    load_classification_dataset,
-    load_segmentation_dataset,
-    load_weak_dataset,
-)
+import torch
+
+from ..configuration_larvseg import LarvSegConfig, novel_label_ids
+from ..data.loaders import load_classification_dataset, load_segmentation_dataset, load_weak_dataset
+from ..data.mixing import build_mixed_dataset
+from ..data.source_dataset import SourceDataset
 from ..data.transforms import TrainTransform
 from ..data.validation import validate_sources
+from ..data.vocabulary_mapping import VocabularyMapping, build_union_vocabulary
+from ..image_processing_larvseg import BACKBONE_SETTINGS, LarvSegImageProcessor
 from ..modeling_larvseg import LarvSegForSemanticSegmentation
 from .arguments import DataArguments, ModelArguments
 from .presets import backbone_preset
 
 logger = logging.getLogger(__name__)
-
-MODEL_CONFIG_FIELDS = (
-    "memory_bank_size",
-    "memory_bank_topk",
-    "memory_bank_warmup",
-    "background_topk",
-    "background_score_threshold",
-    "synonym_mse_threshold",
-    "synonym_filter_routes",
-    "background_suppression",
-    "memory_bank_from_masks",
-    "per_source_columns",
-    "per_source_losses",
-    "supervised_loss_weight",
-    "image_loss_weight",
-    "attentive_loss_weight",
-    "num_sampled_classes",
-    "loss_downsample_rate",
-    "freeze_class_embeddings",
-)
 
 
 @dataclass
@@ -65,8 +43,7 @@ class TrainingData:
 
     @property
     def novel_ids(self) -> list[int]:
-        base = set(self.base_ids)
-        return [i for i in range(len(self.class_names)) if i not in base]
+        return novel_label_ids(len(self.class_names), self.base_ids)
 
     @property
     def source_vocabularies(self) -> dict[str, list[int]]:
@@ -201,21 +178,11 @@ def mapped_eval_rows(
 
 
 def _builtin_data(data_args: DataArguments, show_progress: bool) -> TrainingData:
-    from ..data.emoji_scenes import build_emoji_benchmark
+    from ..data.emoji_scenes import SCENE_EMOJI_RANGE, build_emoji_benchmark
 
-    bench = build_emoji_benchmark(
-        data_args.builtin_root,
-        num_categories=data_args.builtin_num_categories,
-        novel_fraction=data_args.builtin_novel_fraction,
-        image_size=data_args.builtin_image_size,
-        num_mask_scenes=data_args.builtin_num_mask_scenes,
-        num_single_images=data_args.builtin_num_single_images,
-        num_weak_scenes=data_args.builtin_num_weak_scenes,
-        num_eval_scenes=data_args.builtin_num_eval_scenes,
-        seed=data_args.builtin_seed,
-        full_masks=data_args.builtin_full_masks,
-        show_progress=show_progress,
-    )
+    params = data_args.builtin_params()
+    bench = build_emoji_benchmark(data_args.builtin_root, params, show_progress=show_progress)
+    emoji_per_scene = "-".join(str(n) for n in SCENE_EMOJI_RANGE)
     names = bench.class_names
     # Each split keeps its own label space (as each dataset in the paper); the union is fixed to the
     # benchmark's global order, so vocabulary ids are the root vocabulary.json's.
@@ -250,13 +217,13 @@ def _builtin_data(data_args: DataArguments, show_progress: bool) -> TrainingData
         num_eval,
         description={
             "mask_data": (
-                f"built-in emoji scenes: {data_args.builtin_num_mask_scenes} scenes of 2-5 base emoji with "
+                f"built-in emoji scenes: {params.num_mask_scenes} scenes of {emoji_per_scene} base emoji with "
                 "full masks (classes: background and the base emoji)"
             ),
             "image_data": (
-                f"built-in emoji images: {data_args.builtin_num_single_images} single-emoji images, one label "
+                f"built-in emoji images: {params.num_single_images} single-emoji images, one label "
                 "each (every emoji, base and novel, about equally often; no background label), and "
-                f"{data_args.builtin_num_weak_scenes} weak scenes of 2-5 emoji (at least one base, one novel), "
+                f"{params.num_weak_scenes} weak scenes of {emoji_per_scene} emoji (at least one base, one novel), "
                 "each training crop labelled with every class in view, background and base emoji included, "
                 "read from label maps that are never pixel supervision"
             ),
@@ -284,11 +251,26 @@ def validate_training_data(
 
 
 def build_train_dataset(
-    data: TrainingData, data_args: DataArguments, seed: int, length: int, rank: int, world: int
+    data: TrainingData,
+    data_args: DataArguments,
+    seed: int,
+    length: int,
+    rank: int,
+    world: int,
+    processor: LarvSegImageProcessor | None = None,
 ):
+    """The mixed training set; its transforms rescale and normalise as `processor` (the one saved with the
+    model, see `build_image_processor`; None: a default processor's ImageNet mean and std)."""
+    if processor is None:
+        processor = LarvSegImageProcessor(size_divisor=1)  # crops exactly as given
+    ignore_index = data.mapping.ignore_index
     transforms = {
-        "mask": TrainTransform(crop_size=data_args.mask_crop_size, ignore_index=data.mapping.ignore_index),
-        "image": TrainTransform(crop_size=data_args.image_crop_size, ignore_index=data.mapping.ignore_index),
+        "mask": TrainTransform.from_processor(
+            processor, crop_size=data_args.mask_crop_size, ignore_index=ignore_index
+        ),
+        "image": TrainTransform.from_processor(
+            processor, crop_size=data_args.image_crop_size, ignore_index=ignore_index
+        ),
     }
     return build_mixed_dataset(
         data.sources,
@@ -300,6 +282,44 @@ def build_train_dataset(
         rank=rank,
         world_size=world,
     )
+
+
+def output_stride(model: LarvSegForSemanticSegmentation) -> int:
+    """Feature stride, so that the processor's sizes align with the feature grid."""
+    was_training = model.training
+    model.eval()  # no BatchNorm statistics from the probe
+    with torch.no_grad():
+        side = model.backbone(torch.zeros(1, 3, 64, 64)).shape[-1]
+    model.train(was_training)
+    return 64 // side
+
+
+def build_image_processor(
+    model_args: ModelArguments, data_args: DataArguments, model: LarvSegForSemanticSegmentation
+) -> LarvSegImageProcessor:
+    """The processor saved next to the model, whose rescale, mean and std the training transforms use too
+    (`build_train_dataset`): a LarvSeg checkpoint's own, a backbone checkpoint's
+    (`LarvSegImageProcessor.from_backbone`: a ViT in21k backbone normalises with 0.5 / 0.5), else the
+    defaults (ImageNet's). Evaluation size, the model's feature stride and ignore index in every case."""
+    settings = {
+        "size": {"height": data_args.eval_size, "width": data_args.eval_size},
+        "size_divisor": output_stride(model),
+        "ignore_index": model.config.ignore_index,
+    }
+    if model_args.model_name_or_path:
+        try:
+            saved = LarvSegImageProcessor.from_pretrained(model_args.model_name_or_path)
+        except OSError as err:  # a checkpoint saved without its processor
+            logger.warning(
+                "%s has no usable preprocessor_config.json (%s): normalising with ImageNet's mean and std",
+                model_args.model_name_or_path,
+                str(err).splitlines()[0],
+            )
+            return LarvSegImageProcessor(**settings)
+        return LarvSegImageProcessor(**{key: getattr(saved, key) for key in BACKBONE_SETTINGS}, **settings)
+    if model_args.backbone_name_or_path:
+        return LarvSegImageProcessor.from_backbone(model_args.backbone_name_or_path, **settings)
+    return LarvSegImageProcessor(**settings)
 
 
 def build_model(model_args: ModelArguments, data: TrainingData) -> LarvSegForSemanticSegmentation:
@@ -314,12 +334,10 @@ def build_model(model_args: ModelArguments, data: TrainingData) -> LarvSegForSem
 
 
 def _build_model(model_args: ModelArguments, data: TrainingData) -> LarvSegForSemanticSegmentation:
-    overrides = {name: getattr(model_args, name) for name in MODEL_CONFIG_FIELDS}
-    overrides = {name: value for name, value in overrides.items() if value is not None}
-    overrides["source_vocabularies"] = data.source_vocabularies
+    overrides = {**model_args.config_values(), "source_vocabularies": data.source_vocabularies}
     if model_args.model_name_or_path:
         model = LarvSegForSemanticSegmentation.from_pretrained(model_args.model_name_or_path, **overrides)
-        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        names = model.class_names
         if names != data.class_names:
             missing = sorted(set(data.class_names) - set(names))[:10]
             raise ValueError(
