@@ -5,11 +5,13 @@ from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPI
 
 from .configuration_larvseg import LarvSegConfig
 from .image_processing_larvseg import LarvSegImageProcessor
+from .model_loading import ModelCorruptError, ModelLoadError, ModelNotFoundError, load_model_and_processor
 from .modeling_larvseg import (
     LarvSegForSemanticSegmentation,
     LarvSegPreTrainedModel,
     LarvSegSemanticSegmenterOutput,
 )
+from .prediction import PredictionError, Segmentation, predict
 
 __version__ = "0.1.0"
 
@@ -42,5 +44,12 @@ __all__ = [
     "LarvSegImageProcessor",
     "LarvSegPreTrainedModel",
     "LarvSegSemanticSegmenterOutput",
+    "ModelCorruptError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "PredictionError",
+    "Segmentation",
     "__version__",
+    "load_model_and_processor",
+    "predict",
 ]

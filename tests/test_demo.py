@@ -85,7 +85,7 @@ def make_tiny_model(
             )[0]
             ids, counts = label_map.unique(return_counts=True)
             largest = int(ids[counts.argmax()])
-            model.class_embeddings.data[0] = model.class_embeddings.data[largest]
+            model.head.class_embeddings.data[0] = model.head.class_embeddings.data[largest]
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
@@ -196,7 +196,7 @@ def test_segment_all_classes(app, demo, png, tmp_path):
     vocabulary = set(demo.names)
     areas = result.areas()
     painted = [(i, c) for i, c in areas if i != 0]  # id 0 is "background"
-    annotations = result.annotations(max_entries=len(areas))  # one entry per class present
+    annotations = app.annotations(result, max_entries=len(areas))  # one entry per class present
     assert [label for _, label in annotations] == [demo.names[i] for i, _ in painted]
     for mask, _ in annotations:
         assert mask.shape == (72, 96) and 0.0 <= mask.min() and mask.max() <= 1.0
@@ -204,13 +204,13 @@ def test_segment_all_classes(app, demo, png, tmp_path):
     assert covered == (result.label_map != 0).sum()  # the masks partition the non-background pixels
     # A random model finds many classes: the legend keeps the largest and groups the rest.
     assert len(painted) > app.MAX_LEGEND
-    capped = result.annotations()
+    capped = app.annotations(result)
     assert len(capped) == app.MAX_LEGEND
     assert all(label in vocabulary for _, label in capped[:-1])
     assert capped[-1][1] == f"{len(painted) - app.MAX_LEGEND + 1} smaller classes"
     assert sum((mask > 0).sum() for mask, _ in capped) == (result.label_map != 0).sum()
 
-    table = result.area_table()
+    table = app.area_table(result)
     assert list(table.columns) == ["class", "id", "pixels", "% of image"]
     assert table["pixels"].sum() == result.label_map.size
     assert table["% of image"].sum() == pytest.approx(100.0, abs=1e-9)
@@ -221,17 +221,17 @@ def test_segment_all_classes(app, demo, png, tmp_path):
 def test_background_is_not_painted_unless_asked(app, tmp_path):
     names = {0: "Sky", 1: "cat", 2: "Background", 3: "dog", 4: "tree"}  # matched in normalised form
     result = synthetic(app, {0: 30, 1: 20, 2: 100, 3: 10, 4: 5}, names)
-    assert [label for _, label in result.annotations()] == ["Sky", "cat", "dog", "tree"]
-    assert [label for _, label in result.annotations(show_background=True)][0] == "Background"
-    hidden = sum((mask > 0).sum() for mask, _ in result.annotations())
+    assert [label for _, label in app.annotations(result)] == ["Sky", "cat", "dog", "tree"]
+    assert [label for _, label in app.annotations(result, show_background=True)][0] == "Background"
+    hidden = sum((mask > 0).sum() for mask, _ in app.annotations(result))
     assert hidden == result.label_map.size - 100
     # Still in the area table and the label map, and the status says how to paint it.
-    assert "Background" in list(result.area_table()["class"])
+    assert "Background" in list(app.area_table(result)["class"])
     status = app._status(result)
     assert "Background (60.6% of the image) is not painted" in status and "Show background" in status
     assert "not painted" not in app._status(result, show_background=True)
     # The label-map file keeps the background pixels.
-    saved = app.read_label_map(result.save_label_map(tmp_path))
+    saved = app.prediction.read_label_map(result.save_label_map(tmp_path))
     assert (saved == 2).sum() == 100
 
 
@@ -240,13 +240,13 @@ def test_largest_classes_get_the_distinct_palette_colours(app):
     names[7] = "background"
     areas = {i: 1000 - 10 * i for i in range(40)}  # id order == size order
     result = synthetic(app, areas, names)
-    colors = result.color_map()
-    labels = [label for _, label in result.annotations()]
+    colors = app.color_map(result)
+    labels = [label for _, label in app.annotations(result)]
     assert list(colors) == labels and "background" not in colors
     classes = [name for name in labels if not name.endswith("smaller classes")]
     assert [colors[name] for name in classes] == list(app.PALETTE[: len(classes)])
     assert colors[labels[-1]] == app.OTHERS_COLOR and labels[-1] == f"{40 - 1 - 19} smaller classes"
-    shown = result.color_map(show_background=True)
+    shown = app.color_map(result, show_background=True)
     assert shown["background"] == app.BACKGROUND_COLOR
     assert shown["c8"] == app.PALETTE[7]  # background takes no palette colour: the order is unchanged
     # The palette: distinct hex colours, the first eight saturated and far apart from each other.
@@ -308,7 +308,7 @@ def test_label_map_png_keeps_ids_above_255(app, demo, png, tmp_path):
     assert path.suffix == ".png"
     with Image.open(path) as saved:
         assert saved.mode.startswith("I")  # 16-bit
-    np.testing.assert_array_equal(app.read_label_map(path), result.label_map)
+    np.testing.assert_array_equal(app.prediction.read_label_map(path), result.label_map)
 
 
 def test_unknown_names_report_closest(app, demo, png, tmp_path):
@@ -356,6 +356,21 @@ def test_top_k_must_be_a_positive_whole_number(app, demo, png, tmp_path, top_k):
         demo, None, tmp_path, str(png), app.MODE_TOPK, [], "", top_k, False, False, False, notify=False
     )
     assert state is None and "k (top-k found) must" in status
+
+
+def test_modes_are_the_package_predict(app, demo, png):
+    """The page's vocabulary modes are larvseg_hf.predict with `classes` or `top_k`: the same results."""
+    from larvseg_hf import predict
+
+    for mode, options in (
+        (app.MODE_ALL, {}),
+        (app.MODE_SOME, {"classes": ["class 0007", "class 0350"]}),
+        (app.MODE_TOPK, {"top_k": 3}),
+    ):
+        expected = predict(demo.model, demo.processor, str(png), **options)
+        result = demo.segment(str(png), mode, options.get("classes"), options.get("top_k", 5))
+        np.testing.assert_array_equal(result.label_map, expected.label_map)
+        assert result.notes == expected.notes and app.mode_of(result) == mode
 
 
 # ------------------------------------------------------------------------------------------- inference
@@ -448,7 +463,7 @@ def page_markdown(blocks) -> list[tuple[str | None, str]]:
 
 def test_missing_model_message(app, tmp_path, caplog, png):
     missing = tmp_path / "no-model-here"
-    with pytest.raises(app.ModelNotFoundError, match="bash scripts/run_main.sh"):
+    with pytest.raises(app.model_loading.ModelNotFoundError, match="bash scripts/run_main.sh"):
         app.LarvSegDemo.load(missing)
     with caplog.at_level("WARNING", logger="larvseg_demo"):
         blocks = app.build_demo(missing)  # builds, does not crash
@@ -469,7 +484,7 @@ def test_not_found_and_corrupt_models_get_their_own_headings(app, model_dir, tmp
     empty = tmp_path / "config-only"
     empty.mkdir()
     shutil.copy(model_dir / "config.json", empty / "config.json")
-    with pytest.raises(app.ModelNotFoundError, match="has no model weights") as err:
+    with pytest.raises(app.model_loading.ModelNotFoundError, match="has no model weights") as err:
         app.LarvSegDemo.load(empty)
     assert err.value.heading == "Model not found"
 
@@ -485,7 +500,7 @@ def test_not_found_and_corrupt_models_get_their_own_headings(app, model_dir, tmp
         (bad_json, "config.json", "not valid JSON"),
         (truncated, "model.safetensors", "truncated"),
     ):
-        with pytest.raises(app.ModelCorruptError) as err:
+        with pytest.raises(app.model_loading.ModelCorruptError) as err:
             app.LarvSegDemo.load(folder)
         assert err.value.heading == "Model files are corrupt"
         assert f"`{name}` is {problem}" in str(err.value)
@@ -496,19 +511,19 @@ def test_not_found_and_corrupt_models_get_their_own_headings(app, model_dir, tmp
         )
         assert not any(elem_id == "model-missing" for elem_id, _ in texts)
 
-    def offline(path):
+    def offline(path, trust_remote_code):
         raise OSError(  # transformers' message for a Hub id while offline
             "We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find them in the "
             "cached files. Check your internet connection or see how to run the library in offline mode."
         )
 
-    monkeypatch.setattr(app, "_load_model_and_processor", offline)
-    with pytest.raises(app.ModelNotFoundError, match="could not be found or reached") as err:
+    monkeypatch.setattr(app.model_loading, "_from_pretrained", offline)
+    with pytest.raises(app.model_loading.ModelNotFoundError, match="could not be found or reached") as err:
         app.LarvSegDemo.load("some-org/some-model")
     assert err.value.heading == "Model not found"
     # A Hub id whose download loads but fails otherwise is not called missing.
-    monkeypatch.setattr(app, "_load_model_and_processor", lambda path: json.loads("{"))
-    with pytest.raises(app.ModelCorruptError):
+    monkeypatch.setattr(app.model_loading, "_from_pretrained", lambda path, remote: json.loads("{"))
+    with pytest.raises(app.model_loading.ModelCorruptError):
         app.LarvSegDemo.load("some-org/some-model")
 
 
@@ -628,7 +643,7 @@ image = Image.open(sys.argv[3])
 np.save(sys.argv[4], demo.segment(image, app.MODE_ALL, coseg=True, sliding=True).label_map)
 try:
     app.LarvSegDemo.load(sys.argv[5])
-except app.ModelCorruptError as err:
+except app.model_loading.ModelCorruptError as err:
     print("CORRUPT", str(err).splitlines()[2])
 """
 
@@ -685,7 +700,7 @@ def test_segment_api_through_gradio_client(app, model_dir, png, tmp_path):
             assert base.size == (96, 72)
         assert table["headers"] == ["class", "id", "pixels", "% of image"]
         assert sum(row[3] for row in table["data"]) == pytest.approx(100.0)
-        label_map = app.read_label_map(label_file)
+        label_map = app.prediction.read_label_map(label_file)
         assert label_map.shape == (72, 96) and set(np.unique(label_map)) <= {300, 399}
         assert "classes" in status
 
@@ -703,7 +718,7 @@ def test_segment_api_through_gradio_client(app, model_dir, png, tmp_path):
             False,
             api_name="/segment",
         )
-        assert set(np.unique(app.read_label_map(label_file))) <= {300, 399}
+        assert set(np.unique(app.prediction.read_label_map(label_file))) <= {300, 399}
 
         for k in (0, -2):
             overlay, table, label_file, status = client.predict(
@@ -752,7 +767,7 @@ def test_readme_api_block_runs_as_written(app, emoji_model_dir, tmp_path, monkey
         labels = [a["label"] for a in namespace["overlay"]["annotations"]]
         assert set(labels) <= set(classes)
         assert {row[0] for row in namespace["table"]["data"]} <= set(classes)
-        assert app.read_label_map(namespace["label_map_png"]).shape == (72, 96)
+        assert app.prediction.read_label_map(namespace["label_map_png"]).shape == (72, 96)
         assert "classes" in namespace["status"]
 
         # Background is in the table but not painted, unless show_background=True (as documented).

@@ -1,0 +1,1 @@
+../../larvseg_hf/image_utils_larvseg.py

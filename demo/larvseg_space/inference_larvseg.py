@@ -1,0 +1,1 @@
+../../larvseg_hf/inference_larvseg.py
