@@ -230,8 +230,27 @@ def _labels_tensor(mask: np.ndarray | None) -> torch.Tensor | None:
 # --------------------------------------------------------------------------- pipelines
 
 
+@dataclass(kw_only=True)
+class PixelSettings:
+    """The rescale, mean, std and size divisor a transform shares with the model's image processor; unset
+    ones are a default processor's, so the defaults have one owner."""
+
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    rescale_factor: float | None = None
+    size_divisor: int = 1
+
+    def __post_init__(self) -> None:
+        defaults = _pixel_settings(_default_processor())
+        for name in ("rescale_factor", "mean", "std"):
+            if getattr(self, name) is None:
+                setattr(self, name, defaults[name])
+        if int(self.size_divisor) < 1:
+            raise ValueError(f"size_divisor must be >= 1, got {self.size_divisor!r}")
+
+
 @dataclass
-class TrainTransform:
+class TrainTransform(PixelSettings):
     """Random rescale -> random crop -> flip -> photometric distortion -> normalise -> pad.
 
     ``__call__(image, mask=None, rng=None)`` returns ``(pixel_values (3, ch, cw) float32,
@@ -250,14 +269,6 @@ class TrainTransform:
     photometric: bool = True
     cat_max_ratio: float | None = None
     ignore_index: int = -100
-    mean: Sequence[float] | None = None
-    std: Sequence[float] | None = None
-    rescale_factor: float | None = None
-    size_divisor: int = 1
-
-    def __post_init__(self) -> None:
-        _fill_pixel_settings(self)
-
     @classmethod
     def from_processor(cls, processor: LarvSegImageProcessor, **kwargs) -> TrainTransform:
         """The transform for a run whose model is saved with `processor`: its rescale, mean, std and
@@ -292,7 +303,7 @@ class TrainTransform:
 
 
 @dataclass
-class EvalTransform:
+class EvalTransform(PixelSettings):
     """Deterministic resize + normalise for evaluation, as ``LarvSegImageProcessor`` prepares images.
 
     ``short_side`` resizes so the short side has that length (aspect kept, as the published
@@ -305,14 +316,6 @@ class EvalTransform:
     short_side: int | None = None
     size: SizeLike | None = None
     resize_mask: bool = False
-    mean: Sequence[float] | None = None
-    std: Sequence[float] | None = None
-    rescale_factor: float | None = None
-    size_divisor: int = 1
-
-    def __post_init__(self) -> None:
-        _fill_pixel_settings(self)
-
     @classmethod
     def from_processor(cls, processor: LarvSegImageProcessor, **kwargs) -> EvalTransform:
         """The processor's resize (its ``size``, unless ``do_resize`` is off), pixel settings and size
@@ -344,18 +347,9 @@ class EvalTransform:
         return pixel_values, _labels_tensor(mask)
 
 
-def _fill_pixel_settings(transform: TrainTransform | EvalTransform) -> None:
-    """Unset pixel settings -> a default processor's, so that there is one place for the defaults."""
-    defaults = _pixel_settings(_default_processor())
-    for name in ("rescale_factor", "mean", "std"):
-        if getattr(transform, name) is None:
-            setattr(transform, name, defaults[name])
-    if int(transform.size_divisor) < 1:
-        raise ValueError(f"size_divisor must be >= 1, got {transform.size_divisor!r}")
-
-
 __all__ = [
     "EvalTransform",
+    "PixelSettings",
     "TrainTransform",
     "hsv_to_rgb",
     "normalize",
