@@ -1,3 +1,4 @@
+# Copyright 2026 The larvseg-hf authors. Licensed under the Apache License, Version 2.0.
 """Load a saved LarvSeg model and its processor, with errors that say what is wrong and how to fix it.
 
 `from_pretrained` fails in many ways that all look alike to a user (an OSError, a JSON error, a

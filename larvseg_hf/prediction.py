@@ -1,3 +1,4 @@
+# Copyright 2026 The larvseg-hf authors. Licensed under the Apache License, Version 2.0.
 """Segment one image with a LarvSeg model: the inference policy of the demo, as a function of the package.
 
 `predict(model, processor, image, ...)` opens the image (a path, PIL image, array or bytes), downscales
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .image_utils_larvseg import to_label_array, to_rgb_array
+from .image_utils_larvseg import InvalidImageError, to_label_array, to_rgb_array
 from .inference_larvseg import sliding_window_logits
 from .vocabulary import closest_names, normalize_name
 
@@ -95,9 +96,9 @@ def read_label_map(path: str | Path) -> np.ndarray:
     """Inverse of `Segmentation.save_label_map`: (H, W) int64 vocabulary ids."""
     path = Path(path)
     if path.suffix == ".npy":
-        return np.load(path).astype(np.int64)
+        return to_label_array(np.load(path), str(path))
     with Image.open(path) as image:
-        return to_label_array(image)
+        return to_label_array(image, str(path))
 
 
 def open_image(source: Any, max_side: int = MAX_SIDE) -> tuple[Image.Image, list[str]]:
@@ -106,11 +107,14 @@ def open_image(source: Any, max_side: int = MAX_SIDE) -> tuple[Image.Image, list
     if source is None:
         raise PredictionError("No image given.")
     name = Path(source).name if isinstance(source, str | Path) else "the image"
+    if isinstance(source, np.ndarray | torch.Tensor):  # pixels already: the shared rules, their own errors
+        try:
+            source = Image.fromarray(to_rgb_array(source))
+        except (InvalidImageError, TypeError) as err:
+            raise PredictionError(str(err)) from err
     try:
         if isinstance(source, Image.Image):
             image = source
-        elif isinstance(source, np.ndarray):
-            image = Image.fromarray(source)
         elif isinstance(source, bytes | bytearray):
             image = Image.open(io.BytesIO(source))
         else:

@@ -535,6 +535,7 @@ def test_new_upload_or_example_clears_the_previous_result(app, model_dir, tmp_pa
     root = tmp_path / "bench"
     (root / "eval").mkdir(parents=True)
     scene(16, 16).save(root / "eval" / "scene_0.png")
+    (root / "eval" / "metadata.jsonl").write_text(json.dumps({"file_name": "scene_0.png"}) + "\n")
     model = tmp_path / "model"
     shutil.copytree(model_dir, model)
     (model / "larvseg_training.json").write_text(json.dumps({"root": str(root)}))

@@ -109,6 +109,7 @@ def test_upload_segment_new_upload_example_and_dropdown(browser, tmp_path):
     bench = tmp_path / "bench"
     (bench / "eval").mkdir(parents=True)
     scene(64, 64, seed=9).save(bench / "eval" / "scene_0.png")
+    (bench / "eval" / "metadata.jsonl").write_text(json.dumps({"file_name": "scene_0.png"}) + "\n")
     (model_dir / "larvseg_training.json").write_text(json.dumps({"root": str(bench)}))
 
     blocks = app.build_demo(model_dir)

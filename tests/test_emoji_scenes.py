@@ -368,3 +368,17 @@ def test_cli_prints_a_summary(tiny, capsys):
     assert bench == tiny
     assert str(tiny.root) in out and "24 novel" not in out and "5 novel" in out
     assert "mask_train" in out and "CC-BY 4.0" in out
+
+
+def test_split_images_lists_every_image_and_no_label_map(tiny, tmp_path):
+    for split in es.SPLITS:
+        images = tiny.split_images(split)
+        assert [p.name for p in images] == [row["file_name"] for row in _rows(tiny, split)]
+        assert all(p.is_file() and Image.open(p).mode == "RGB" for p in images)
+        label_files = {row.get("label_file_name") for row in _rows(tiny, split)}
+        assert not label_files & {p.name for p in images}
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "metadata.jsonl").write_text('{"file_name": "a.png"}\n{"label": 3}\n')
+    with pytest.raises(ValueError, match=r"metadata.jsonl, line 2"):
+        es.split_images(broken)

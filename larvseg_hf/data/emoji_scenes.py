@@ -593,6 +593,10 @@ class EmojiBenchmark:
             raise ValueError(f"unknown split {name!r}; the splits are {list(SPLITS)}")
         return self.root / name
 
+    def split_images(self, name: str) -> list[Path]:
+        """The images of one split in file order (its ``metadata.jsonl`` ``file_name``s), label maps left out."""
+        return split_images(self.split_dir(name))
+
     def split_class_names(self, name: str) -> list[str]:
         """A split's own class names (its ``vocabulary.json``): the ids its label maps and labels use."""
         return json.loads((self.split_dir(name) / "vocabulary.json").read_text("utf-8"))
@@ -619,6 +623,19 @@ class EmojiBenchmark:
             raise FileNotFoundError(f"{root} is not a complete emoji benchmark (no _COMPLETE marker)")
         vocab = json.loads((root / "vocabulary.json").read_text("utf-8"))
         return cls(root, list(vocab["class_names"]), list(vocab["base_ids"]), list(vocab["novel_ids"]))
+
+
+def split_images(split_dir: str | os.PathLike) -> list[Path]:
+    """The images of a split folder written by this module (label maps are separate files it never lists).
+    A folder without ``metadata.jsonl`` or with a malformed row is an error naming the file."""
+    metadata = Path(split_dir) / "metadata.jsonl"
+    images = []
+    for number, line in enumerate(metadata.read_text("utf-8").splitlines(), 1):
+        try:
+            images.append(Path(split_dir) / json.loads(line)["file_name"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{metadata}, line {number}: not an emoji-scenes metadata row ({err!r})") from None
+    return images
 
 
 def default_cache_dir() -> Path:

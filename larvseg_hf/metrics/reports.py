@@ -1,3 +1,4 @@
+# Copyright 2026 The larvseg-hf authors. Licensed under the Apache License, Version 2.0.
 """Per-class evaluation reports (CSV table, IoU bar plot) from computed per-class results.
 
 Kept apart from the metrics, so that computing scores never needs matplotlib or a file system.

@@ -1,3 +1,4 @@
+# Copyright 2026 The larvseg-hf authors. Licensed under the Apache License, Version 2.0.
 """`larvseg_training.json`: what a training run records about its data, next to the saved model.
 
 `larvseg-train` writes it; `larvseg-evaluate`, the scripts and the demo read it (for instance to find the
