@@ -133,17 +133,21 @@ def run_row(output_dir: Path) -> dict[str, float]:
     return row
 
 
-def extra_evaluations(output_dir: Path, coseg: bool, oracle: bool) -> dict[str, dict[str, float]]:
-    """Coseg-inference scores and one-point oracle propagation of a trained run, on its eval scenes;
-    kept in the run's folder (with their seconds) so that a later invocation reuses them."""
+def extra_evaluations(
+    output_dir: Path, coseg: bool, oracle: bool, shift: bool = True
+) -> dict[str, dict[str, float]]:
+    """Coseg-inference scores and one-point oracle propagation of a trained run on its eval scenes, and its
+    scores on the benchmark's distribution-shift split; kept in the run's folder (with their seconds) so
+    that a later invocation reuses them."""
     cache = output_dir / "extra_evaluations.json"
     done = json.loads(cache.read_text()) if cache.is_file() else {}
-    wanted = {kind for kind, on in (("coseg", coseg), ("oracle", oracle)) if on}
+    wanted = {kind for kind, on in (("coseg", coseg), ("oracle", oracle), ("shift", shift)) if on}
     if wanted - set(done):
         start = time.perf_counter()
+        missing = wanted - set(done)
         done.update(
             _extra_evaluations(
-                output_dir, coseg="coseg" in wanted - set(done), oracle="oracle" in wanted - set(done)
+                output_dir, coseg="coseg" in missing, oracle="oracle" in missing, shift="shift" in missing
             )
         )
         done["seconds"] = done.get("seconds", 0.0) + time.perf_counter() - start
@@ -151,10 +155,12 @@ def extra_evaluations(output_dir: Path, coseg: bool, oracle: bool) -> dict[str, 
     return {kind: done[kind] for kind in wanted} | {"seconds": done.get("seconds", 0.0)}
 
 
-def builtin_eval_source(model_dir: Path, class_names: list[str]):
-    """The eval split of the built-in benchmark a run trained on (its larvseg_training.json "root"), read
-    with the model's own class names."""
+def builtin_eval_source(model_dir: Path, class_names: list[str], shift: bool = False):
+    """The eval split of the built-in benchmark a run trained on (its larvseg_training.json "root"), or with
+    `shift` its distribution-shift split (built on first use), read with the model's own class names."""
+    from larvseg_hf.data.emoji_scenes import EmojiBenchmark
     from larvseg_hf.data.loaders import load_segmentation_dataset
+    from larvseg_hf.data.shift_scenes import SHIFT_SPLIT, build_shift_split
     from larvseg_hf.training.record import RECORD_FILE, TrainingRecord
 
     eval_dir = TrainingRecord.read(model_dir).builtin_eval_dir
@@ -162,12 +168,15 @@ def builtin_eval_source(model_dir: Path, class_names: list[str]):
         raise SystemExit(
             f"{Path(model_dir) / RECORD_FILE} names no built-in benchmark: not a run on the built-in data"
         )
+    if shift:
+        shift_dir = build_shift_split(EmojiBenchmark.from_dir(eval_dir.parent), show_progress=False)
+        return load_segmentation_dataset(shift_dir, class_names=class_names, dataset_name=SHIFT_SPLIT)
     return load_segmentation_dataset(eval_dir, class_names=class_names, dataset_name="eval")
 
 
-def load_run(output_dir: Path):
-    """A trained run's model (eval mode), processor, base and novel ids, and its built-in eval scenes as a
-    function returning fresh {"image", "label"} rows."""
+def load_run(output_dir: Path, shift: bool = False):
+    """A trained run's model (eval mode), processor, base and novel ids, and its built-in eval scenes (with
+    `shift`: the distribution-shift scenes) as a function returning fresh {"image", "label"} rows."""
     import larvseg_hf  # noqa: F401
     from larvseg_hf import LarvSegForSemanticSegmentation, LarvSegImageProcessor
 
@@ -175,7 +184,7 @@ def load_run(output_dir: Path):
     processor = LarvSegImageProcessor.from_pretrained(output_dir)
     config = model.config
     base = list(config.base_label_ids or [])
-    source = builtin_eval_source(output_dir, model.class_names)
+    source = builtin_eval_source(output_dir, model.class_names, shift)
 
     def rows():
         for index in range(len(source)):
@@ -185,7 +194,9 @@ def load_run(output_dir: Path):
     return model, processor, base, config.novel_label_ids, rows
 
 
-def _extra_evaluations(output_dir: Path, coseg: bool, oracle: bool) -> dict[str, dict[str, float]]:
+def _extra_evaluations(
+    output_dir: Path, coseg: bool, oracle: bool, shift: bool = False
+) -> dict[str, dict[str, float]]:
     import torch
 
     from larvseg_hf.analysis import oracle_propagation_miou
@@ -207,6 +218,13 @@ def _extra_evaluations(output_dir: Path, coseg: bool, oracle: bool) -> dict[str,
             model, processor, rows(), num_classes=config.num_labels, base_ids=base, novel_ids=novel
         )
         out["oracle"] = {"base": metrics["base_mean_iou"], "novel": metrics["novel_mean_iou"]}
+    if shift:
+        _, _, _, _, shift_rows = load_run(output_dir, shift=True)
+        metrics, _ = evaluate_segmentation(
+            model, processor, shift_rows(), num_classes=config.num_labels, base_ids=base, novel_ids=novel,
+            show_progress=False,
+        )  # fmt: skip
+        out["shift"] = scores(metrics)
     return out
 
 
@@ -268,10 +286,11 @@ def main(argv: list[str] | None = None) -> dict:
             results["settings"].setdefault(name, {"label": label, "args": extra, "seeds": {}})["seeds"][
                 str(seed)
             ] = row
-            if main_suite:
-                continue
-            extra_scores = extra_evaluations(output_dir, coseg=name in CO_SEG, oracle=name in ORACLE)
+            extra_scores = extra_evaluations(
+                output_dir, coseg=not main_suite and name in CO_SEG, oracle=not main_suite and name in ORACLE
+            )
             compute_seconds += extra_scores["seconds"]
+            row["shift"] = extra_scores["shift"]
             if "coseg" in extra_scores:
                 coseg_name, coseg_label = CO_SEG[name]
                 entry = results["settings"].setdefault(

@@ -112,21 +112,23 @@ def render_reproduce(results: dict) -> str:
 
 
 def render_main_command(results: dict) -> str:
-    lines = [
-        "| | mIoU all | mIoU base | mIoU novel | overall accuracy | mask-norm gamma at the end | wall time |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    novel = {}
-    for name, setting in results["settings"].items():
-        (values,) = setting["seeds"].values()
-        novel[name] = values["novel"]
+    rows = {name: next(iter(setting["seeds"].values())) for name, setting in results["settings"].items()}
+    shift = all("shift" in values for values in rows.values())
+    header = "| | mIoU all | mIoU base | mIoU novel | overall accuracy |"
+    header += " shift: base | shift: novel |" if shift else ""
+    header += " mask-norm gamma at the end | wall time |"
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for name, values in rows.items():
         minutes, seconds = divmod(round(values["seconds"]), 60)
         gamma = f"{values['mask_norm_gamma']:.2f}" if "mask_norm_gamma" in values else ""
-        lines.append(
-            f"| {setting['label']} | {100 * values['all']:.1f} | {100 * values['base']:.1f} | "
-            f"{100 * values['novel']:.1f} | {100 * values['overall_accuracy']:.1f} | {gamma} | "
-            f"{minutes} min {seconds:02d} s |"
+        line = (
+            f"| {results['settings'][name]['label']} | {100 * values['all']:.1f} | {100 * values['base']:.1f} | "
+            f"{100 * values['novel']:.1f} | {100 * values['overall_accuracy']:.1f} |"
         )
+        if shift:
+            line += f" {100 * values['shift']['base']:.1f} | {100 * values['shift']['novel']:.1f} |"
+        lines.append(line + f" {gamma} | {minutes} min {seconds:02d} s |")
+    novel = {name: values["novel"] for name, values in rows.items()}
     if {"larvseg", "baseline"} <= set(novel):
         lines += [
             "",
@@ -137,6 +139,15 @@ def render_main_command(results: dict) -> str:
                 f"; LarvSeg's novel mIoU is {100 * novel['larvseg'] / novel['full_masks']:.0f}% of the bound's"
             )
         lines[-1] += "."
+    if shift and "larvseg" in rows:
+        values = rows["larvseg"]
+        kept = {
+            m: values["shift"][m] / values[m] if values[m] > 0 else float("nan") for m in ("base", "novel")
+        }
+        lines.append(
+            f"On the distribution-shift split LarvSeg keeps {100 * kept['base']:.0f}% of its base and "
+            f"{100 * kept['novel']:.0f}% of its novel mIoU."
+        )
     return "\n".join(lines)
 
 

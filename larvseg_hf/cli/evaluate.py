@@ -4,6 +4,8 @@ IoU and accuracy) plus mIoU on base / novel classes, per-class IoU as CSV and a 
     larvseg-evaluate --model outputs/larvseg-emoji                 # its training eval set
     larvseg-evaluate --model org/name --dataset scene_parse_150:validation --sliding_window 512
 
+A model trained on the built-in benchmark is also scored on its distribution-shift split (`eval_shift`:
+photographs and artwork styles training never sees; built on first use), reported under "shift".
 Base / novel come from the model's config (`base_label_ids`). Scores come from the `larvseg_mean_iou`
 evaluate module, fed one sparse class histogram per batch, so memory is O(vocabulary), never
 vocabulary x vocabulary, nor O(pixels). metrics.json holds every result (per-category arrays as lists over
@@ -22,7 +24,9 @@ import torch
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
 import larvseg_hf  # noqa: F401  (registers the Auto classes)
+from larvseg_hf.data.emoji_scenes import EmojiBenchmark
 from larvseg_hf.data.loaders import load_segmentation_dataset
+from larvseg_hf.data.shift_scenes import build_shift_split
 from larvseg_hf.data.vocabulary_mapping import build_union_vocabulary
 from larvseg_hf.evaluation import evaluate_segmentation
 from larvseg_hf.metrics import scalar_results
@@ -57,7 +61,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--sliding_stride", type=int, default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--no_shift",
+        action="store_true",
+        help="Skip the built-in benchmark's distribution-shift split (other photographs, restyled artwork), "
+        "which a model trained on the built-in data is otherwise also scored on.",
+    )
     return parser.parse_args(argv)
+
+
+def _builtin_root(model_path: str) -> Path | None:
+    try:
+        return TrainingRecord.read(model_path).builtin_eval_dir
+    except FileNotFoundError:
+        return None
 
 
 def _default_dataset(model_path: str) -> tuple[str, bool]:
@@ -91,42 +108,49 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     novel_ids = config.novel_label_ids
 
     spec, in_model_ids = (args.dataset, False) if args.dataset else _default_dataset(args.model)
-    path, split = split_spec(spec)
-    source = load_segmentation_dataset(
-        path, split, class_names=names if in_model_ids else None, dataset_name=spec
-    )
-    mapping = build_union_vocabulary(
-        [source], args.synonyms, target_vocabulary=names, ignore_index=config.ignore_index
-    )
-    rows, total = mapped_eval_rows(source, mapping, args.max_samples)
 
-    fixed_size = "height" in processor.size
-    results, metrics = evaluate_segmentation(
-        model,
-        processor,
-        rows(),
-        num_classes=config.num_labels,
-        base_ids=base_ids,
-        novel_ids=novel_ids,
-        ignore_index=config.ignore_index,
-        batch_size=args.batch_size if fixed_size else 1,
-        coseg=args.coseg,
-        sliding_window=args.sliding_window,
-        sliding_stride=args.sliding_stride,
-        total=total,
-    )
+    def evaluate(spec: str, in_model_ids: bool):
+        path, split = split_spec(spec)
+        source = load_segmentation_dataset(
+            path, split, class_names=names if in_model_ids else None, dataset_name=spec
+        )
+        mapping = build_union_vocabulary(
+            [source], args.synonyms, target_vocabulary=names, ignore_index=config.ignore_index
+        )
+        rows, total = mapped_eval_rows(source, mapping, args.max_samples)
+        return evaluate_segmentation(
+            model,
+            processor,
+            rows(),
+            num_classes=config.num_labels,
+            base_ids=base_ids,
+            novel_ids=novel_ids,
+            ignore_index=config.ignore_index,
+            batch_size=args.batch_size if "height" in processor.size else 1,
+            coseg=args.coseg,
+            sliding_window=args.sliding_window,
+            sliding_stride=args.sliding_stride,
+            total=total,
+        )
+
+    results, metrics = evaluate(spec, in_model_ids)
+    summary = {"dataset": spec, "coseg": args.coseg}
+    eval_dir = None if args.dataset or args.no_shift else _builtin_root(args.model)
+    if eval_dir is not None:  # trained on the built-in benchmark: also its distribution-shift split
+        shift_dir = build_shift_split(EmojiBenchmark.from_dir(eval_dir.parent))
+        shift, _ = evaluate(str(shift_dir), True)
+        summary["shift"] = {"dataset": str(shift_dir), **scalar_results(shift)}
     output_dir = Path(args.output_dir or Path(args.model) / "evaluation")
     output_dir.mkdir(parents=True, exist_ok=True)
     as_json = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in results.items()}
-    (output_dir / "metrics.json").write_text(
-        json.dumps({"dataset": spec, "coseg": args.coseg, **as_json}, indent=2)
-    )
+    (output_dir / "metrics.json").write_text(json.dumps({**summary, **as_json}, indent=2))
     per_class = metrics.per_class()
     write_per_class_csv(output_dir / "per_class_iou.csv", per_class, names, base_ids)
     plot_per_class_iou(output_dir / "per_class_iou.png", per_class, names, base_ids)
-    print(json.dumps(scalar_results(results), indent=2))
+    printed = {**scalar_results(results), **({"shift": summary["shift"]} if "shift" in summary else {})}
+    print(json.dumps(printed, indent=2))
     print(f"Per-class IoU: {output_dir / 'per_class_iou.csv'} and {output_dir / 'per_class_iou.png'}")
-    return results
+    return {**results, **({"shift": summary["shift"]} if "shift" in summary else {})}
 
 
 if __name__ == "__main__":

@@ -670,14 +670,16 @@ def iter_split_scenes(
     seed: int,
     *,
     return_alphas: bool = False,
+    code: int | None = None,
 ) -> Iterator[Scene]:
     """The scenes of one split, in file order: exactly what ``build_emoji_benchmark`` writes.
 
-    Scene labels are GLOBAL ids; ``_write_split`` stores them in the split's own ids.
+    Scene labels are GLOBAL ids; ``_write_split`` stores them in the split's own ids. ``code`` seeds
+    another set of scenes composed like ``split`` (default: the split's own), as the shift split does.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; the splits are {list(SPLITS)}")
-    code = _SPLIT_CODES[split]
+    code = _SPLIT_CODES[split] if code is None else int(code)
     draw_rng = np.random.default_rng([seed, code, 0x6465636B])
     base_pool = [int(i) for i in base_ids if i != 0]
     base = _Deck(base_pool, draw_rng)
@@ -711,18 +713,22 @@ def _write_split(
     names: list[str],
     seed: int,
     show_progress: bool,
+    *,
+    folder_name: str | None = None,
+    code: int | None = None,
 ) -> None:
+    """Write ``count`` scenes composed like ``split`` to ``out/<folder_name or split>``."""
     from tqdm.auto import tqdm
 
-    folder = out / split
+    folder = out / (folder_name or split)
     folder.mkdir(parents=True)
     own = split_vocabulary_ids(split, base_ids, novel_ids)
     to_own = np.full(len(names), np.iinfo(np.uint16).max, dtype=np.uint16)  # global id -> split id
     to_own[own] = np.arange(len(own), dtype=np.uint16)
-    scenes = iter_split_scenes(split, count, renderer, base_ids, novel_ids, seed)
+    scenes = iter_split_scenes(split, count, renderer, base_ids, novel_ids, seed, code=code)
     rows = []
     for i, scene in enumerate(
-        tqdm(scenes, total=count, desc=f"emoji {split}", disable=not show_progress, leave=False)
+        tqdm(scenes, total=count, desc=f"emoji {folder.name}", disable=not show_progress, leave=False)
     ):
         stem = f"{i:06d}"
         _save_png(scene.image, folder / f"{stem}.png")
