@@ -100,6 +100,7 @@ def run_training(name: str, extra: list[str], seed: int, args: argparse.Namespac
                 f"{output_dir} was trained with other arguments than {shlex.join(command)}; delete it or give "
                 "another --output_dir"
             )
+        _check_generator(output_dir)
         return output_dir
     for stale in ("wall_seconds.txt", "extra_evaluations.json", "command.json"):
         (output_dir / stale).unlink(missing_ok=True)
@@ -110,6 +111,20 @@ def run_training(name: str, extra: list[str], seed: int, args: argparse.Namespac
     recorded.write_text(json.dumps(command) + "\n")
     print(f"  {name} (seed {seed}): {seconds:.0f} s", flush=True)
     return output_dir
+
+
+def _check_generator(output_dir: Path) -> None:
+    """A finished run is reused only if it trained on data of today's benchmark generator."""
+    from larvseg_hf.data.emoji_scenes import GENERATOR_VERSION, EmojiBenchmark
+    from larvseg_hf.training.record import TrainingRecord
+
+    root = TrainingRecord.read(output_dir).root
+    used = EmojiBenchmark.from_dir(root).vocabulary["params"]["generator_version"] if root else None
+    if used != GENERATOR_VERSION:
+        raise SystemExit(
+            f"{output_dir} trained on benchmark data of generator {used!r}, not today's {GENERATOR_VERSION!r}; "
+            "delete it (or give another --output_dir) to train it again"
+        )
 
 
 def scores(metrics: dict, prefix: str = "") -> dict[str, float]:
@@ -139,8 +154,12 @@ def extra_evaluations(
     """Coseg-inference scores and one-point oracle propagation of a trained run on its eval scenes, and its
     scores on the benchmark's distribution-shift split; kept in the run's folder (with their seconds) so
     that a later invocation reuses them."""
+    from larvseg_hf.data.shift_scenes import SHIFT_VERSION
+
     cache = output_dir / "extra_evaluations.json"
     done = json.loads(cache.read_text()) if cache.is_file() else {}
+    if done.get("shift_version") != SHIFT_VERSION:  # scored on an earlier version of the shift split
+        done.pop("shift", None)
     wanted = {kind for kind, on in (("coseg", coseg), ("oracle", oracle), ("shift", shift)) if on}
     if wanted - set(done):
         start = time.perf_counter()
@@ -151,6 +170,7 @@ def extra_evaluations(
             )
         )
         done["seconds"] = done.get("seconds", 0.0) + time.perf_counter() - start
+        done["shift_version"] = SHIFT_VERSION
         cache.write_text(json.dumps(done, indent=1) + "\n")
     return {kind: done[kind] for kind in wanted} | {"seconds": done.get("seconds", 0.0)}
 
