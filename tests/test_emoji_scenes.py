@@ -327,7 +327,7 @@ def test_errors(tmp_path):
 
 def test_default_benchmark_parameters_keep_their_cache_key():
     """The defaults (what `bash scripts/run_main.sh` trains on) and the cache-key layout are unchanged, so
-    folders built before EmojiBenchmarkParams existed are found again."""
+    folders built before EmojiBenchmarkParams (and varied_look, keyed only when on) existed are found again."""
     params = es.EmojiBenchmarkParams()
     expected = {
         "num_categories": 60,
@@ -340,7 +340,7 @@ def test_default_benchmark_parameters_keep_their_cache_key():
         "seed": 0,
         "full_masks": False,
     }
-    assert dataclasses.asdict(params) == expected
+    assert dataclasses.asdict(params) == {**expected, "varied_look": False}
     cache = params.cache_params()
     assert list(cache) == ["generator_version", *expected, "artwork", "backgrounds"]
     assert cache == es._params(**expected)
@@ -382,3 +382,25 @@ def test_split_images_lists_every_image_and_no_label_map(tiny, tmp_path):
     (broken / "metadata.jsonl").write_text('{"file_name": "a.png"}\n{"label": 3}\n')
     with pytest.raises(ValueError, match=r"metadata.jsonl, line 2"):
         es.split_images(broken)
+
+
+def test_eval_keeps_the_plain_look_and_training_splits_vary(tiny, monkeypatch):
+    """With varied_look, eval is drawn without any of the training look's extra random draws (identical to the
+    plain benchmark's), and the training splits are restyled."""
+    renderer = es.SceneRenderer.from_vocabulary(12, image_size=64)
+    renderer.varied_look = True
+    plain_eval = [
+        s.image for s in es.iter_split_scenes("eval", 4, renderer, tiny.base_ids, tiny.novel_ids, 0)
+    ]
+    written = [np.asarray(Image.open(p)) for p in tiny.split_images("eval")[:4]]
+    assert all(np.array_equal(a, b) for a, b in zip(plain_eval, written, strict=True))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("eval must not use the training look")
+
+    monkeypatch.setattr(es, "augment_sprite", forbidden)
+    monkeypatch.setattr(es, "augment_scene", forbidden)
+    monkeypatch.setattr(es, "procedural_background", forbidden)
+    assert len(list(es.iter_split_scenes("eval", 4, renderer, tiny.base_ids, tiny.novel_ids, 0))) == 4
+    with pytest.raises(AssertionError, match="training look"):
+        list(es.iter_split_scenes("mask_train", 4, renderer, tiny.base_ids, tiny.novel_ids, 0))

@@ -269,6 +269,7 @@ class TrainTransform(PixelSettings):
     photometric: bool = True
     cat_max_ratio: float | None = None
     ignore_index: int = -100
+
     @classmethod
     def from_processor(cls, processor: LarvSegImageProcessor, **kwargs) -> TrainTransform:
         """The transform for a run whose model is saved with `processor`: its rescale, mean, std and
@@ -316,6 +317,7 @@ class EvalTransform(PixelSettings):
     short_side: int | None = None
     size: SizeLike | None = None
     resize_mask: bool = False
+
     @classmethod
     def from_processor(cls, processor: LarvSegImageProcessor, **kwargs) -> EvalTransform:
         """The processor's resize (its ``size``, unless ``do_resize`` is off), pixel settings and size

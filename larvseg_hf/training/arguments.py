@@ -177,6 +177,7 @@ class DataArguments:
     builtin_num_eval_scenes: int = _builtin_field("num_eval_scenes")
     builtin_seed: int = _builtin_field("seed")
     builtin_full_masks: bool = _builtin_field("full_masks")
+    builtin_varied_look: bool = _builtin_field("varied_look")
     builtin_root: str | None = field(
         default=None,
         metadata={
