@@ -47,16 +47,24 @@ def paired_gain(results: dict, name: str, reference: str, metric: str = "novel")
     return {seed: ours[seed] - theirs[seed] for seed in sorted(ours) if seed in theirs}
 
 
+def shift_values(setting: dict, metric: str) -> dict[str, float]:
+    """Per seed: the run's score on the distribution-shift split, where it was scored there."""
+    return {seed: values["shift"][metric] for seed, values in setting["seeds"].items() if "shift" in values}
+
+
 def settings_table(results: dict) -> str:
-    """One row per setting; the last columns pair each row with LarvSeg on the seeds both ran, and give
-    the mask-norm scale gamma (starts at 1) where training ended."""
-    lines = [
-        "| setting | seeds | base | novel | all | novel - LarvSeg, same seeds | mask-norm gamma at the end |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    """One row per setting (with eval_shift's base and novel where runs were scored there); the last columns
+    pair each row with LarvSeg on the seeds both ran, and give the mask-norm scale gamma (starts at 1) where
+    training ended."""
     settings = results["settings"]
+    shift = any(shift_values(setting, "base") for setting in settings.values())
+    header = "| setting | seeds | base | novel | all |" + (" shift: base | shift: novel |" if shift else "")
+    header += " novel - LarvSeg, same seeds | mask-norm gamma at the end |"
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for name, setting in settings.items():
         cells = [cell(list(seed_values(setting, metric).values())) for metric in METRICS]
+        if shift:
+            cells += [cell(list(shift_values(setting, metric).values())) for metric in ("base", "novel")]
         gain = "" if name == "larvseg" or "larvseg" not in settings else paired_cell(results, name)
         gamma = seed_values(setting, "mask_norm_gamma")
         gamma_cell = " ".join(f"{v:.2f}" for v in gamma.values()) if gamma else ""

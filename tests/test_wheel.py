@@ -141,5 +141,9 @@ def test_installed_wheel_trains_evaluates_and_renders_the_card_outside_the_repos
     evaluated = run([fresh_venv / "bin" / "larvseg-evaluate", "--model", out], work, env)
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert 0.0 <= metrics["mean_iou"] <= 1.0 and "novel_mean_iou" in metrics, evaluated.stdout
+    # Trained on the built-in data: also scored on its distribution-shift split, built from the installed wheel.
+    shift = metrics["shift"]
+    assert shift["dataset"].endswith("eval_shift") and 0.0 <= shift["novel_mean_iou"] <= 1.0, evaluated.stdout
+    assert '"shift"' in evaluated.stdout
     for script in ("larvseg-train", "larvseg-demo"):
         assert "usage:" in run([fresh_venv / "bin" / script, "--help"], work, env).stdout
