@@ -41,8 +41,8 @@ def test_no_shift_photograph_is_a_training_background():
     names = ss.shift_photo_names()
     training = es._background_names()
     assert len(names) >= 5 and not set(names) & set(training)
-    shift = {_digest(p) for p in ss.shift_photos(tuple(names))}
-    train = {_digest(p) for p in es._background_photos(tuple(training))}
+    shift = {_digest(p) for p in es.load_photos(tuple(names))}
+    train = {_digest(p) for p in es.load_photos(tuple(training))}
     assert len(shift) == len(names) and not shift & train  # the same picture under another name counts too
 
 

@@ -70,19 +70,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _builtin_root(model_path: str) -> Path | None:
+def _training_record(model_path: str) -> TrainingRecord:
+    """The model's training record; an empty one for a model not trained by larvseg-train."""
     try:
-        return TrainingRecord.read(model_path).builtin_eval_dir
+        return TrainingRecord.read(model_path)
     except FileNotFoundError:
-        return None
+        return TrainingRecord()
 
 
-def _default_dataset(model_path: str) -> tuple[str, bool]:
+def _default_dataset(record: TrainingRecord, model_path: str) -> tuple[str, bool]:
     """The eval set recorded at training time, and whether it is labelled in the model's own ids."""
-    try:
-        record = TrainingRecord.read(model_path)
-    except FileNotFoundError:
-        record = TrainingRecord()
     if record.builtin_eval_dir is not None:
         return str(record.builtin_eval_dir), True
     if record.eval_spec:
@@ -107,7 +104,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     base_ids = list(config.base_label_ids or [])
     novel_ids = config.novel_label_ids
 
-    spec, in_model_ids = (args.dataset, False) if args.dataset else _default_dataset(args.model)
+    record = _training_record(args.model)
+    spec, in_model_ids = (args.dataset, False) if args.dataset else _default_dataset(record, args.model)
 
     def evaluate(spec: str, in_model_ids: bool):
         path, split = split_spec(spec)
@@ -135,22 +133,20 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
     results, metrics = evaluate(spec, in_model_ids)
     summary = {"dataset": spec, "coseg": args.coseg}
-    eval_dir = None if args.dataset or args.no_shift else _builtin_root(args.model)
-    if eval_dir is not None:  # trained on the built-in benchmark: also its distribution-shift split
-        shift_dir = build_shift_split(EmojiBenchmark.from_dir(eval_dir.parent))
-        shift, _ = evaluate(str(shift_dir), True)
-        summary["shift"] = {"dataset": str(shift_dir), **scalar_results(shift)}
+    shift = {}
+    if not (args.dataset or args.no_shift) and record.root:  # the built-in benchmark: also its shift split
+        shift_dir = build_shift_split(EmojiBenchmark.from_dir(record.root))
+        shift = {"shift": {"dataset": str(shift_dir), **scalar_results(evaluate(str(shift_dir), True)[0])}}
     output_dir = Path(args.output_dir or Path(args.model) / "evaluation")
     output_dir.mkdir(parents=True, exist_ok=True)
     as_json = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in results.items()}
-    (output_dir / "metrics.json").write_text(json.dumps({**summary, **as_json}, indent=2))
+    (output_dir / "metrics.json").write_text(json.dumps({**summary, **shift, **as_json}, indent=2))
     per_class = metrics.per_class()
     write_per_class_csv(output_dir / "per_class_iou.csv", per_class, names, base_ids)
     plot_per_class_iou(output_dir / "per_class_iou.png", per_class, names, base_ids)
-    printed = {**scalar_results(results), **({"shift": summary["shift"]} if "shift" in summary else {})}
-    print(json.dumps(printed, indent=2))
+    print(json.dumps({**scalar_results(results), **shift}, indent=2))
     print(f"Per-class IoU: {output_dir / 'per_class_iou.csv'} and {output_dir / 'per_class_iou.png'}")
-    return {**results, **({"shift": summary["shift"]} if "shift" in summary else {})}
+    return {**results, **shift}
 
 
 if __name__ == "__main__":

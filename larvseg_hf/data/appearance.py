@@ -45,6 +45,8 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageFilter
 
+from .transforms import hsv_to_rgb, rgb_to_hsv
+
 # sprite effects: probability, then range
 P_HUE = 0.5
 HUE_RANGE_DEG = (-15.0, 15.0)  # small: many emoji are named by their colour (red / blue heart)
@@ -82,14 +84,15 @@ SCENE_POSTERIZE_LEVELS = (4, 6)  # inclusive
 # --------------------------------------------------------------------------- premultiplied helpers
 
 
-def _straight(sprite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Straight colours (float, [0, 255]) and alpha (float, [0, 255]) of a premultiplied sprite."""
+def straight_colours(sprite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Straight colours (float, [0, 255]) and alpha (float, [0, 255]) of a premultiplied sprite; with
+    `premultiplied`, the one conversion every sprite restyling (here and in shift_scenes.py) goes through."""
     a = sprite[..., 3].astype(np.float32)
     rgb = sprite[..., :3].astype(np.float32) * (255.0 / np.maximum(a, 1.0))[..., None]
     return np.clip(rgb, 0.0, 255.0), a
 
 
-def _premultiply(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def premultiplied(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Premultiplied uint8 sprite; colour is clamped to alpha so the invariant holds after rounding."""
     a = np.clip(np.rint(alpha), 0, 255)
     c = np.rint(np.clip(rgb, 0.0, 255.0) * (a / 255.0)[..., None])
@@ -108,47 +111,30 @@ def _per_channel(arr: np.ndarray, op: Callable[[Image.Image], Image.Image]) -> n
     return np.stack([np.asarray(op(Image.fromarray(arr[..., k]))) for k in range(arr.shape[-1])], axis=-1)
 
 
-def _rgb_to_hsv(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r, g, b = (rgb[..., k] for k in range(3))
-    v = rgb.max(-1)
-    delta = v - rgb.min(-1)
-    s = np.where(v > 0, delta / np.maximum(v, 1e-6), 0.0)
-    d = np.maximum(delta, 1e-6)
-    h = np.where(v == r, (g - b) / d, np.where(v == g, 2.0 + (b - r) / d, 4.0 + (r - g) / d))
-    return np.where(delta > 0, (h / 6.0) % 1.0, 0.0), s, v
-
-
-def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
-    h6 = (h % 1.0) * 6.0
-    i = np.floor(h6).astype(np.int64) % 6
-    f = h6 - np.floor(h6)
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
-    return np.stack([np.choose(i, [c[k] for c in choices]) for k in range(3)], axis=-1)
-
-
 # --------------------------------------------------------------------------- sprite effects
 
 
 def hue_rotate(sprite: np.ndarray, degrees: float, saturation: float = 1.0, value: float = 1.0) -> np.ndarray:
     """Rotate hue (HSV) and scale saturation/brightness of the straight colours: new colours, same shape."""
-    rgb, a = _straight(sprite)
-    h, s, v = _rgb_to_hsv(rgb / 255.0)
-    out = _hsv_to_rgb(h + degrees / 360.0, np.clip(s * saturation, 0, 1), np.clip(v * value, 0, 1))
-    return _premultiply(out * 255.0, a)
+    rgb, a = straight_colours(sprite)
+    h, s, v = np.moveaxis(rgb_to_hsv(rgb / 255.0), -1, 0)
+    out = hsv_to_rgb(
+        np.stack([h + degrees / 360.0, np.clip(s * saturation, 0, 1), np.clip(v * value, 0, 1)], -1)
+    )
+    return premultiplied(out * 255.0, a)
 
 
 def colour_cast(sprite: np.ndarray, gains: np.ndarray) -> np.ndarray:
     """Per-channel gain on the straight colours (a tint, as another palette or white balance gives)."""
-    rgb, a = _straight(sprite)
-    return _premultiply(rgb * np.asarray(gains, np.float32), a)
+    rgb, a = straight_colours(sprite)
+    return premultiplied(rgb * np.asarray(gains, np.float32), a)
 
 
 def posterize(sprite: np.ndarray, levels: int) -> np.ndarray:
     """Quantise the straight colours to ``levels`` per channel (flat-colour artwork), no dithering."""
-    rgb, a = _straight(sprite)
+    rgb, a = straight_colours(sprite)
     step = 255.0 / (levels - 1)
-    return _premultiply(np.rint(rgb / step) * step, a)
+    return premultiplied(np.rint(rgb / step) * step, a)
 
 
 def thicken_outline(sprite: np.ndarray, width: int, colour: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
@@ -165,9 +151,9 @@ def thicken_outline(sprite: np.ndarray, width: int, colour: tuple[int, int, int]
 
 def thin_outline(sprite: np.ndarray) -> np.ndarray:
     """Lighter line weight: alpha eroded by 1 px, straight colours kept."""
-    rgb, _ = _straight(sprite)
+    rgb, _ = straight_colours(sprite)
     eroded = np.asarray(Image.fromarray(sprite[..., 3]).filter(ImageFilter.MinFilter(3)))
-    return _premultiply(rgb, eroded.astype(np.float32))
+    return premultiplied(rgb, eroded.astype(np.float32))
 
 
 def stretch(sprite: np.ndarray, fx: float, fy: float) -> np.ndarray:

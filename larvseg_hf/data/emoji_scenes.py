@@ -323,15 +323,29 @@ def _background_names() -> list[str]:
     return names
 
 
-@functools.lru_cache(maxsize=1)
-def _background_photos(names: tuple[str, ...]) -> tuple[Image.Image, ...]:
-    """The photographs, RGB (grey textures repeated over channels); loaded once per process."""
+#: Where the ``package:file`` photographs other than scikit-image's live inside their package.
+_PHOTO_FOLDERS = {"matplotlib": ("mpl-data", "sample_data"), "gradio": ("media_assets", "images")}
+
+
+def _package_file(package: str, *parts: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(f"{package} is not installed; its sample photographs are needed here")
+    return Path(spec.origin).parent.joinpath(*parts)
+
+
+@functools.lru_cache(maxsize=2)  # the training photographs and the shift split's
+def load_photos(names: tuple[str, ...]) -> tuple[Image.Image, ...]:
+    """Photographs shipped with installed packages, RGB (grey ones repeated over channels); loaded once per
+    process. A name is a scikit-image ``skimage.data`` function, ``sklearn:<file>`` (its sample images), or
+    ``matplotlib:<file>`` / ``gradio:<file>`` (their bundled sample photographs)."""
     import skimage.data
 
     photos = []
     sklearn_images = None
     for name in names:
-        if name.startswith("sklearn:"):
+        package, _, item = name.rpartition(":")
+        if package == "sklearn":
             if sklearn_images is None:
                 from sklearn.datasets import load_sample_images
 
@@ -339,11 +353,14 @@ def _background_photos(names: tuple[str, ...]) -> tuple[Image.Image, ...]:
                 sklearn_images = {
                     Path(f).name: img for f, img in zip(bunch.filenames, bunch.images, strict=True)
                 }
-            arr = sklearn_images[name.split(":", 1)[1]]
-        else:
+            arr = sklearn_images[item]
+        elif package in _PHOTO_FOLDERS:
+            with Image.open(_package_file(package, *_PHOTO_FOLDERS[package], item)) as image:
+                arr = np.asarray(image.convert("RGB"))
+        else:  # scikit-image ("skimage:" optional)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                arr = getattr(skimage.data, name)()
+                arr = getattr(skimage.data, item)()
             if isinstance(arr, tuple):  # stereo pairs: keep the left view
                 arr = arr[0]
         arr = np.asarray(arr)
@@ -404,6 +421,7 @@ class SceneRenderer:
         *,
         svg: bool | None = None,
         varied_look: bool = False,
+        background_names: Sequence[str] | None = None,
     ) -> None:
         self.image_size = int(image_size)
         #: The varied training look for `VARIED_SPLITS`; `varied` says whether the split being drawn uses it.
@@ -416,10 +434,10 @@ class SceneRenderer:
         self.sprites: list[Image.Image | None] = [None] + [
             _load_sprite(e, self.source_size, self.svg) for e in emoji
         ]
-        self.background_names = tuple(_background_names())
+        self.background_names = tuple(_background_names() if background_names is None else background_names)
         # Shrunk once so that the smallest crop (0.3 of the short side) still has about image_size
         # pixels: per-scene resizing then reads 3-10x fewer pixels.
-        self.photos = [_shrink(p, 3 * self.image_size) for p in _background_photos(self.background_names)]
+        self.photos = [_shrink(p, 3 * self.image_size) for p in load_photos(self.background_names)]
 
     @classmethod
     def from_vocabulary(

@@ -24,12 +24,10 @@ along the inner edges), ``emboss`` (relief shading over the colours).
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import os
 import uuid
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,9 +35,10 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from . import emoji_scenes as es
+from .appearance import premultiplied, straight_colours
 
 #: Part of the split's completion marker: bump when the output for the same benchmark changes.
-SHIFT_VERSION = "emoji-shift-2"
+SHIFT_VERSION = "emoji-shift-3"
 SHIFT_SPLIT = "eval_shift"
 #: The split composes scenes like this benchmark split (and uses its vocabulary).
 COMPOSED_LIKE = "eval"
@@ -60,48 +59,7 @@ def shift_photo_names() -> list[str]:
     return names
 
 
-def _package_file(package: str, *parts: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(f"{package} is not installed; the shift split needs its sample images")
-    return Path(spec.origin).parent.joinpath(*parts)
-
-
-@functools.lru_cache(maxsize=1)
-def shift_photos(names: tuple[str, ...]) -> tuple[Image.Image, ...]:
-    """The photographs as RGB (grey ones repeated over channels); loaded once per process."""
-    photos = []
-    for name in names:
-        package, item = name.split(":", 1)
-        if package == "skimage":
-            import skimage.data
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                array = np.asarray(getattr(skimage.data, item)())
-        else:
-            folder = ("mpl-data", "sample_data") if package == "matplotlib" else ("media_assets", "images")
-            with Image.open(_package_file(package, *folder, item)) as image:
-                array = np.asarray(image.convert("RGB"))
-        if array.ndim == 2:
-            array = np.repeat(array[..., None], 3, axis=2)
-        photos.append(Image.fromarray(np.ascontiguousarray(array[..., :3]).astype(np.uint8), "RGB"))
-    return tuple(photos)
-
-
 # --------------------------------------------------------------------------- artwork transforms
-
-
-def _unpremultiply(sprite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Premultiplied (h, w, 4) uint8 -> straight RGB float32 in [0, 255] and alpha in [0, 1]."""
-    alpha = sprite[..., 3:4].astype(np.float32) / 255.0
-    rgb = sprite[..., :3].astype(np.float32) / np.maximum(alpha, 1.0 / 255.0)
-    return np.clip(rgb, 0.0, 255.0), alpha
-
-
-def _premultiply(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    out = np.concatenate([np.clip(rgb, 0.0, 255.0) * alpha, alpha * 255.0], axis=-1)
-    return np.rint(out).astype(np.uint8)
 
 
 def pixelate(sprite: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -119,41 +77,41 @@ _BAYER = np.array([[0, 8, 2, 10], [12, 4, 14, 6], [3, 11, 1, 9], [15, 7, 13, 5]]
 
 def dither(sprite: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Ordered (Bayer 4x4) dithering of each channel to two levels: the look of a 1-bit-per-channel print."""
-    rgb, alpha = _unpremultiply(sprite)
+    rgb, alpha = straight_colours(sprite)
     h, w = rgb.shape[:2]
     offset = rng.integers(0, 4, size=2)
     threshold = np.roll(np.tile(_BAYER, (h // 4 + 1, w // 4 + 1)), tuple(offset), axis=(0, 1))[:h, :w]
-    return _premultiply((rgb / 255.0 > threshold[..., None]) * 255.0, alpha)
+    return premultiplied((rgb / 255.0 > threshold[..., None]) * 255.0, alpha)
 
 
 def watercolour(sprite: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Flattened, bled colours (a median filter, then a soft blur of the colours inside the outline) with a
     paper grain: a painted look that keeps each colour where it was."""
-    rgb, alpha = _unpremultiply(sprite)
+    rgb, alpha = straight_colours(sprite)
     image = Image.fromarray(np.rint(rgb).astype(np.uint8)).filter(ImageFilter.MedianFilter(5))
     image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.8, 1.6))))
     grain = rng.uniform(0.9, 1.05, size=rgb.shape[:2] + (1,)).astype(np.float32)
-    return _premultiply(np.asarray(image, dtype=np.float32) * grain, alpha)
+    return premultiplied(np.asarray(image, dtype=np.float32) * grain, alpha)
 
 
 def ink_lines(sprite: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Dark ink along the drawing's inner edges (colour boundaries), colours kept: a line-art style."""
-    rgb, alpha = _unpremultiply(sprite)
+    rgb, alpha = straight_colours(sprite)
     grey = Image.fromarray(np.rint(rgb @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8))
     edges = np.asarray(grey.filter(ImageFilter.FIND_EDGES).filter(ImageFilter.MaxFilter(3)), np.float32)
     ink = np.clip(edges / float(rng.uniform(40.0, 80.0)), 0.0, 1.0)[..., None]
-    return _premultiply(rgb * (1.0 - ink) + float(rng.uniform(0.0, 40.0)) * ink, alpha)
+    return premultiplied(rgb * (1.0 - ink) + float(rng.uniform(0.0, 40.0)) * ink, alpha)
 
 
 def emboss(sprite: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Relief shading (PIL's emboss kernel) blended over the colours: a moulded, 3-D look."""
-    rgb, alpha = _unpremultiply(sprite)
+    rgb, alpha = straight_colours(sprite)
     relief = np.asarray(
         Image.fromarray(np.rint(rgb).astype(np.uint8)).convert("L").filter(ImageFilter.EMBOSS)
     )
     strength = float(rng.uniform(0.5, 0.8))
     shaded = rgb * (1.0 - strength) + relief[..., None].astype(np.float32) * strength
-    return _premultiply(shaded, alpha)
+    return premultiplied(shaded, alpha)
 
 
 SHIFT_TRANSFORMS: dict[str, ArtworkTransform] = {
@@ -172,9 +130,7 @@ class ShiftSceneRenderer(es.SceneRenderer):
     """`SceneRenderer` on the shift photographs, each emoji restyled by one of `SHIFT_TRANSFORMS`."""
 
     def __init__(self, emoji, image_size: int, photo_names: list[str] | None = None) -> None:
-        super().__init__(emoji, image_size)
-        self.background_names = tuple(photo_names or shift_photo_names())
-        self.photos = [es._shrink(p, 3 * self.image_size) for p in shift_photos(self.background_names)]
+        super().__init__(emoji, image_size, background_names=photo_names or shift_photo_names())
         self.transforms = list(SHIFT_TRANSFORMS.values())
 
     def sprite(self, class_id: int, rng: np.random.Generator, size: int) -> np.ndarray:
@@ -247,5 +203,4 @@ __all__ = [
     "build_shift_split",
     "shift_params",
     "shift_photo_names",
-    "shift_photos",
 ]
