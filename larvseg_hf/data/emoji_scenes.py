@@ -364,7 +364,9 @@ def _package_file(package: str, *parts: str) -> Path:
     return Path(spec.origin).parent.joinpath(*parts)
 
 
-@functools.lru_cache(maxsize=3)  # the plain and varied training photographs and the shift split's
+@functools.lru_cache(
+    maxsize=3
+)  # the training photographs, the varied look's extra ones and the shift split's
 def load_photos(names: tuple[str, ...]) -> tuple[Image.Image, ...]:
     """Photographs shipped with installed packages, RGB (grey ones repeated over channels); loaded once per
     process. A name is a scikit-image ``skimage.data`` function, ``sklearn:<file>`` (its sample images), or
@@ -478,9 +480,10 @@ class SceneRenderer:
 
     @property
     def varied_photos(self) -> list[Image.Image]:
-        """The varied look's photographs (loaded on first use: a plain build never needs them)."""
+        """This renderer's photographs plus VARIED_EXTRA_BACKGROUNDS (loaded on first use: a plain build never
+        needs them)."""
         if self._varied_photos is None:
-            extra = [n for n in varied_background_names() if n not in self.background_names]
+            extra = [n for n in VARIED_EXTRA_BACKGROUNDS if n not in self.background_names]
             self._varied_photos = self.photos + self._load_backgrounds(extra)
         return self._varied_photos
 
