@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .decoded_cache import DecodedRowCache
 from .samples import Transform, make_sample, pick_transform
 from .source_dataset import SourceDataset
 from .vocabulary_mapping import VocabularyMapping
@@ -18,7 +19,8 @@ class LarvSegDataset(torch.utils.data.Dataset):
     """Map-style training samples (union ids) from one :class:`SourceDataset`.
 
     Augmentation is seeded by ``(seed, epoch, index)`` so a run is reproducible whatever the
-    number of DataLoader workers; call :meth:`set_epoch` each epoch for fresh draws.
+    number of DataLoader workers; call :meth:`set_epoch` each epoch for fresh draws. With a ``cache``, rows
+    are decoded once and kept in memory (see :class:`DecodedRowCache`); samples are the same.
     """
 
     def __init__(
@@ -28,6 +30,7 @@ class LarvSegDataset(torch.utils.data.Dataset):
         transform: Mapping[str, Transform] | Transform | None = None,
         *,
         seed: int = 0,
+        cache: DecodedRowCache | None = None,
     ) -> None:
         if source.streaming:
             raise TypeError(f"source {source.name!r} is streaming; use build_streaming_dataset")
@@ -37,6 +40,7 @@ class LarvSegDataset(torch.utils.data.Dataset):
         self.transform = pick_transform(transform, source.kind, mapping.ignore_index)
         self.seed = seed
         self.epoch = 0
+        self.cache = cache
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -45,7 +49,10 @@ class LarvSegDataset(torch.utils.data.Dataset):
         return len(self.source)
 
     def get_sample(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
-        example = self.mapping.map_example(self.source.name, self.source.get_example(index))
+        def load() -> dict[str, Any]:
+            return self.mapping.map_example(self.source.name, self.source.get_example(index))
+
+        example = load() if self.cache is None else self.cache.get(self.source.name, index, load)
         return make_sample(
             example,
             self.kind,

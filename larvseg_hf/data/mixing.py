@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .decoded_cache import DecodedRowCache
 from .map_dataset import LarvSegDataset
 from .samples import Transform
 from .source_dataset import SourceDataset
@@ -129,6 +130,7 @@ def build_mixed_dataset(
     rank: int = 0,
     world_size: int = 1,
     infinite: bool = True,
+    decoded_cache_bytes: int = 0,
 ) -> MixedDataset | LarvSegIterableDataset:
     """Training dataset mixing mask and image-level sources in set proportions.
 
@@ -136,7 +138,8 @@ def build_mixed_dataset(
     number of rows; leave rank sharding to the sampler / Accelerate). If any source is
     streaming, all are streamed through :func:`build_streaming_dataset` (sharded by
     ``rank``/``world_size``). ``mapping`` defaults to :func:`build_union_vocabulary` over
-    ``sources``. The result has ``.mapping`` for the vocabulary and ``num_labels``.
+    ``sources``. The result has ``.mapping`` for the vocabulary and ``num_labels``. ``decoded_cache_bytes``
+    keeps up to that many bytes of decoded map-style rows in memory, shared by the sources (per worker).
     """
     if mapping is None:
         mapping = build_union_vocabulary(sources, synonyms)
@@ -153,7 +156,8 @@ def build_mixed_dataset(
             infinite=infinite,
         )
     else:
-        parts = [LarvSegDataset(s, mapping, transforms, seed=seed) for s in sources]
+        cache = DecodedRowCache(decoded_cache_bytes) if decoded_cache_bytes else None
+        parts = [LarvSegDataset(s, mapping, transforms, seed=seed, cache=cache) for s in sources]
         dataset = MixedDataset(parts, w, length=length, seed=seed)
     dataset.mapping = mapping
     return dataset

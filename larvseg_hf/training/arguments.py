@@ -166,6 +166,13 @@ class DataArguments:
         },
     )
     max_eval_samples: int | None = field(default=None)
+    decoded_cache_mb: int = field(
+        default=0,
+        metadata={
+            "help": "Keep up to this many MiB of decoded training rows in memory (per DataLoader worker), so a "
+            "small dataset is read and decoded once instead of at every draw. 0 (the default) turns it off."
+        },
+    )
     # Built-in emoji-scenes benchmark (used when no dataset is named): one option per EmojiBenchmarkParams
     # field, which owns the defaults (`builtin_params` checks that the two lists match).
     builtin_num_categories: int = _builtin_field("num_categories")

@@ -178,7 +178,7 @@ def mapped_eval_rows(
 
 
 def _builtin_data(data_args: DataArguments, show_progress: bool) -> TrainingData:
-    from ..data.emoji_scenes import SCENE_EMOJI_RANGE, build_emoji_benchmark
+    from ..data.emoji_scenes import BENCHMARK_CREDIT, SCENE_EMOJI_RANGE, build_emoji_benchmark
 
     params = data_args.builtin_params()
     bench = build_emoji_benchmark(data_args.builtin_root, params, show_progress=show_progress)
@@ -230,11 +230,7 @@ def _builtin_data(data_args: DataArguments, show_progress: bool) -> TrainingData
             "eval_data": f"built-in emoji scenes eval ({num_eval} scenes, base and novel emoji, full masks)",
             "root": str(bench.root),
         },
-        credit=(
-            "Training graphics: Twemoji by Twitter, Inc. and other contributors, licensed CC-BY 4.0 "
-            "(https://creativecommons.org/licenses/by/4.0/); backgrounds: photographs bundled with scikit-image "
-            "and scikit-learn."
-        ),
+        credit=BENCHMARK_CREDIT,
         eval_source=eval_source,
     )
 
@@ -281,6 +277,7 @@ def build_train_dataset(
         seed=seed,
         rank=rank,
         world_size=world,
+        decoded_cache_bytes=data_args.decoded_cache_mb * 2**20,
     )
 
 
