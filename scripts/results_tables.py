@@ -154,8 +154,15 @@ def render_main_command(results: dict) -> str:
         }
         lines.append(
             f"On the distribution-shift split LarvSeg keeps {100 * kept['base']:.0f}% of its base and "
-            f"{100 * kept['novel']:.0f}% of its novel mIoU."
+            f"{100 * kept['novel']:.0f}% of its novel mIoU"
         )
+        if "plain_look" in rows:
+            plain = rows["plain_look"]
+            lines[-1] += (
+                f" (on the plain look at 2,000 steps: {100 * plain['shift']['base'] / plain['base']:.0f}% and "
+                f"{100 * plain['shift']['novel'] / plain['novel']:.0f}%)"
+            )
+        lines[-1] += "."
     return "\n".join(lines)
 
 

@@ -160,7 +160,11 @@ def test_written_masks_use_the_split_vocabulary(tiny):
 
 
 def test_written_files_are_the_rendered_scenes(tiny):
-    r = es.SceneRenderer(es.select_vocabulary(12, 0.4, 0)[0], 64)
+    r = es.SceneRenderer(
+        es.select_vocabulary(12, 0.4, 0)[0],
+        64,
+        varied_look=tiny.vocabulary["params"].get("varied_look", False),
+    )
     for split in es.LABEL_MAP_SPLITS:
         to_global = np.asarray([tiny.class_names.index(n) for n in tiny.split_class_names(split)])
         scenes = es.iter_split_scenes(split, 5, r, tiny.base_ids, tiny.novel_ids, seed=0)
@@ -176,7 +180,11 @@ def test_written_files_are_the_rendered_scenes(tiny):
 
 def test_single_images_name_their_one_emoji_base_and_novel_alike(tiny):
     names = tiny.class_names
-    r = es.SceneRenderer(es.select_vocabulary(12, 0.4, 0)[0], 64)
+    r = es.SceneRenderer(
+        es.select_vocabulary(12, 0.4, 0)[0],
+        64,
+        varied_look=tiny.vocabulary["params"].get("varied_look", False),
+    )
     rows = _rows(tiny, "image_single")
     scenes = es.iter_split_scenes("image_single", len(rows), r, tiny.base_ids, tiny.novel_ids, seed=0)
     single_areas = []
@@ -327,8 +335,8 @@ def test_errors(tmp_path):
 
 def test_plain_benchmark_parameters_keep_their_cache_key():
     """The plain look and the cache-key layout are unchanged, so folders built before EmojiBenchmarkParams
-    (and varied_look, keyed only when on) existed are found again; the varied look is keyed with the
-    photographs it adds."""
+    (and varied_look, keyed only when on) existed are found again; the varied look, the default, is keyed with
+    the photographs it adds."""
     expected = {
         "num_categories": 60,
         "novel_fraction": 0.4,
@@ -340,13 +348,13 @@ def test_plain_benchmark_parameters_keep_their_cache_key():
         "seed": 0,
         "full_masks": False,
     }
-    assert dataclasses.asdict(es.EmojiBenchmarkParams()) == {**expected, "varied_look": False}
-    plain = es.EmojiBenchmarkParams().cache_params()
+    assert dataclasses.asdict(es.EmojiBenchmarkParams()) == {**expected, "varied_look": True}
+    plain = es.EmojiBenchmarkParams(varied_look=False).cache_params()
     assert list(plain) == ["generator_version", *expected, "artwork", "backgrounds"]
     assert plain == es._params(**expected)
     if plain["artwork"] == "svg" and len(plain["backgrounds"]) == 15:  # resvg and scikit-learn installed
         assert es._params_hash(plain) == "d44bf74f349a"
-    varied = es.EmojiBenchmarkParams(varied_look=True).cache_params()
+    varied = es.EmojiBenchmarkParams().cache_params()
     assert varied == {**plain, "varied_look": True, "varied_backgrounds": es.varied_background_names()}
     assert es._params_hash(varied) != es._params_hash(plain)
 

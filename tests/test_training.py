@@ -384,7 +384,7 @@ def test_dataset_named_in_any_spelling_turns_the_emoji_preset_off(tmp_path):
         assert training_args.max_steps == 320000, flag  # method.yaml, without emoji_scenes.yaml on top
     # An eval set alone is not training data: the emoji preset still applies.
     _, data_args, training_args, _ = parse_train_args(["--eval_dataset", "/data/e"])
-    assert data_args.uses_builtin and training_args.max_steps == 2000
+    assert data_args.uses_builtin and training_args.max_steps == 4000
 
 
 def test_config_flag_is_in_help_and_needs_a_path(capsys):

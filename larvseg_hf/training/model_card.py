@@ -9,10 +9,6 @@ from typing import Any
 
 # model_cards/larvseg_model_card.md, linked into the package so that wheels ship it.
 DEFAULT_TEMPLATE = Path(__file__).resolve().parent / "model_card_template.md"
-TWEMOJI_CREDIT = (
-    "Training graphics: Twemoji by Twitter, Inc. and other contributors, licensed CC-BY 4.0 "
-    "(https://creativecommons.org/licenses/by/4.0/); background photographs from scikit-image and scikit-learn."
-)
 
 
 def _fmt(value: Any) -> str:
