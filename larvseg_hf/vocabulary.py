@@ -16,7 +16,10 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .known_vocabularies import KnownVocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -282,4 +285,28 @@ class UnionVocabulary:
         )
 
 
-__all__ = ["UNMAPPED", "NameIndex", "UnionVocabulary", "closest_names", "load_synonyms", "normalize_name"]
+def known_vocabulary(name: str) -> KnownVocabulary:
+    """The vocabulary called `name`: "ade20k-150", "imagenet-21k", "coco171+ade150", ... (see
+    :func:`larvseg_hf.known_vocabularies.known_vocabulary`; imported on first call, as it imports this module)."""
+    from .known_vocabularies import known_vocabulary as load
+
+    return load(name)
+
+
+def list_known_vocabularies() -> list[str]:
+    """Names that :func:`known_vocabulary` takes; any "+" of them is a union too."""
+    from .known_vocabularies import list_known_vocabularies as names
+
+    return names()
+
+
+__all__ = [
+    "UNMAPPED",
+    "NameIndex",
+    "UnionVocabulary",
+    "closest_names",
+    "known_vocabulary",
+    "list_known_vocabularies",
+    "load_synonyms",
+    "normalize_name",
+]

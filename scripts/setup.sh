@@ -12,3 +12,10 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==${LARVSEG_TORCH_VERSION:-2.13.0}"
 .venv/bin/python -m pip install --quiet -e ".[dev,demo,text]"
+# ImageNet-1K / -21K names (larvseg_hf.known_vocabularies): timm's data files, as a data-only copy that Python
+# never imports (TIMM_DATA_ONLY_DIR). The `vocab` extra would bring timm with torchvision, and no torchvision
+# wheel works beside the CPU torch; timm without it would stop `accelerate launch`, which imports timm.
+TIMM_VERSION=1.0.29
+if [ ! -d ".venv/share/larvseg-hf/timm/timm-${TIMM_VERSION}.dist-info" ]; then
+  .venv/bin/python -m pip install --quiet --no-deps --upgrade --target .venv/share/larvseg-hf/timm "timm==${TIMM_VERSION}"
+fi

@@ -206,6 +206,11 @@ def _check_command(tokens: list[str]) -> None:
             for arg in args:
                 assert arg.startswith("-") or (REPO / arg.split("::")[0]).exists(), arg
             return
+        if module == "larvseg_hf.data.stand_ins":
+            from larvseg_hf.data import stand_ins
+
+            stand_ins.parse_args(args)
+            return
         program = {"larvseg_hf.cli.train": "larvseg-train", "larvseg_hf.cli.evaluate": "larvseg-evaluate"}[
             module
         ]

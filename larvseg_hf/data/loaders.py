@@ -91,8 +91,9 @@ def _open_dataset(
             data_dir, single, folders = path, True, [path, os.path.dirname(os.path.abspath(path))]
         else:
             data_dir, single, folders = path, False, [path]
+        builder = "webdataset" if _holds_tar_shards(data_dir) else "imagefolder"
         loaded = datasets.load_dataset(
-            "imagefolder", **_folder_files(data_dir, single), streaming=streaming, **load_kwargs
+            builder, **_folder_files(data_dir, single), streaming=streaming, **load_kwargs
         )
         if single and len(loaded) == 1:
             ds = next(iter(loaded.values()))
@@ -118,6 +119,13 @@ def _folder_files(data_dir: str, single: bool) -> dict[str, Any]:
             if not any(entry.is_dir() for entry in entries):
                 return {"data_files": {"train": os.path.join(glob.escape(data_dir), "*")}}
     return {"data_dir": data_dir}
+
+
+def _holds_tar_shards(folder: str) -> bool:
+    """A folder of WebDataset shards (a local copy of e.g. timm/imagenet-22k-wds), read with datasets' webdataset
+    builder; every other folder is an imagefolder."""
+    names = os.listdir(folder)
+    return any(n.endswith(".tar") for n in names) and not any(n.startswith("metadata.") for n in names)
 
 
 def _hub_repo(name_or_path: Any) -> str | None:

@@ -2,7 +2,9 @@
 
 Values come, lowest priority first, from: the dataclass defaults, the published schedule
 (presets/method.yaml), the built-in benchmark preset (presets/emoji_scenes.yaml, only when no dataset is
-named on the command line or in the file), a `--config` YAML/JSON file, then the command line.
+named on the command line, in the `--preset` or in the file), a paper setting (`--preset NAME`, one of
+PAPER_PRESETS), a `--config` YAML/JSON file, then the command line. `dataset_options` entries add up
+instead: the preset's, the file's, then the command line's (see data/dataset_options.py).
 """
 
 from __future__ import annotations
@@ -21,10 +23,20 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..configuration_larvseg import LarvSegConfig
+from ..data.dataset_options import as_entries
 from ..data.emoji_scenes import EmojiBenchmarkParams
 
 PRESET_DIR = Path(__file__).parent / "presets"
 CONFIG_FLAG = "--config"
+PRESET_FLAG = "--preset"
+#: The paper's settings (METHOD.md, REFERENCE_IMPL.md), by `--preset` name -> file in PRESET_DIR.
+PAPER_PRESETS = {
+    "paper-c171-a150-in124": "paper_c171_a150_in124.yaml",
+    "paper-c171-a847-in585": "paper_c171_a847_in585.yaml",
+    "paper-c171-in21k": "paper_c171_in21k.yaml",
+}
+#: Key of a preset file that describes the preset instead of setting an argument.
+PRESET_INFO_KEY = "preset_info"
 _CONFIG_PARAMETERS = inspect.signature(LarvSegConfig.__init__).parameters
 _BENCHMARK_FIELDS = {spec.name: spec for spec in dataclasses.fields(EmojiBenchmarkParams)}
 
@@ -129,6 +141,25 @@ class DataArguments:
     )
     eval_dataset: str | None = field(default=None, metadata={"help": "Segmentation dataset to evaluate on."})
     synonyms: str | None = field(default=None, metadata={"help": "JSON/YAML file {alias: canonical name}."})
+    dataset_options: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "How to read datasets: TARGET={JSON object}, TARGET a role (mask_datasets, image_datasets, "
+            "weak_datasets, eval_dataset) or one dataset as given to those flags. Keys: image_column, "
+            "label_column, class_names (file, known vocabulary, wnids:VOCABULARY or coco-stuff-182), "
+            "reduce_labels, ignore_value, drop_unmapped_rows, load_kwargs (datasets.load_dataset arguments). "
+            "Entries add to the preset's and the --config file's; later ones win key by key."
+        },
+    )
+    vocabulary: str | None = field(
+        default=None,
+        metadata={
+            "help": "A known vocabulary as the model's classes, e.g. coco171+ade150 or imagenet-21k (names: "
+            "larvseg_hf.vocabulary.list_known_vocabularies()). Dataset classes map into it by name and its "
+            "synonyms (wnids, WordNet lemmas); classes it lacks are ignored with a warning. Default: the union "
+            "of the datasets' classes."
+        },
+    )
     image_column: list[str] = field(
         default_factory=list,
         metadata={
@@ -243,7 +274,7 @@ def read_arguments_file(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def train_argument_parser() -> HfArgumentParser:
-    """The parser of every training argument, `--config` included (so that `--help` lists it)."""
+    """The parser of every training argument, `--config` and `--preset` included (so that `--help` lists them)."""
     parser = HfArgumentParser(TRAIN_ARGUMENT_CLASSES)
     parser.add_argument(
         CONFIG_FLAG,
@@ -251,7 +282,41 @@ def train_argument_parser() -> HfArgumentParser:
         metavar="FILE",
         help="A YAML or JSON file of argument names and values over the presets; command-line flags override it.",
     )
+    parser.add_argument(
+        PRESET_FLAG,
+        default=None,
+        choices=list(PAPER_PRESETS),
+        help="A setting of the paper: its datasets (Hub ids), vocabulary, crops, schedule and loss balance "
+        "(larvseg_hf/training/presets/paper_*.yaml). --config and command-line flags override it.",
+    )
     return parser
+
+
+def read_preset(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(argument values, `preset_info`) of the paper preset `name`; an unknown name lists the known ones."""
+    if name not in PAPER_PRESETS:
+        raise ValueError(f"Unknown {PRESET_FLAG} {name!r}; choose one of {list(PAPER_PRESETS)}.")
+    values = read_arguments_file(PRESET_DIR / PAPER_PRESETS[name])
+    info = values.pop(PRESET_INFO_KEY, None) or {}
+    return values, info
+
+
+def _preset_name(argv: list[str]) -> str | None:
+    """The `--preset` value, read before the full parser (which needs the preset's values as defaults)."""
+    probe = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    probe.add_argument(PRESET_FLAG, default=None)
+    try:
+        name = probe.parse_known_args(argv)[0].preset
+    except argparse.ArgumentError as error:
+        raise ValueError(f"{PRESET_FLAG} needs a name: one of {list(PAPER_PRESETS)}.") from error
+    return name
+
+
+def _command_line_dataset_options(argv: list[str]) -> list[str] | None:
+    """`--dataset_options` as given on the command line (None: not given), in any spelling the parser takes."""
+    probe = HfArgumentParser(DataArguments, add_help=False)
+    probe.set_defaults(dataset_options=None)
+    return probe.parse_known_args(argv)[0].dataset_options
 
 
 def _config_path(argv: list[str]) -> str | None:
@@ -280,11 +345,19 @@ def parse_train_args(
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = train_argument_parser()
     config_path = _config_path(argv)
+    preset = _preset_name(argv)
+    preset_values, preset_info = read_preset(preset) if preset else ({}, {})
     file_values = read_arguments_file(config_path) if config_path else {}
+    option_entries = [
+        *as_entries(preset_values.pop("dataset_options", None)),
+        *as_entries(file_values.pop("dataset_options", None)),
+    ]
     defaults = read_arguments_file(PRESET_DIR / "method.yaml")
-    if not _names_datasets(argv, file_values):
+    if not _names_datasets(argv, {**preset_values, **file_values}):
         defaults.update(read_arguments_file(PRESET_DIR / "emoji_scenes.yaml"))
+    defaults.update(preset_values)
     defaults.update(file_values)
+    defaults["dataset_options"] = option_entries
     if _multiprocess_without_accelerator():
         # `accelerate launch --multi_gpu` / torchrun on a machine without GPUs: unless use_cpu is set,
         # Accelerate reports DistributedType.NO and every process trains its own unsynchronised copy
@@ -296,6 +369,12 @@ def parse_train_args(
         raise ValueError(f"Unknown argument(s) in config: {unknown}")
     parser.set_defaults(**defaults)
     model_args, data_args, training_args, eval_args, _ = parser.parse_args_into_dataclasses(args=argv)
+    command_line_options = _command_line_dataset_options(argv)
+    if command_line_options is not None:  # argparse replaced the defaults' entries: add them back in front
+        data_args.dataset_options = [*option_entries, *as_entries(command_line_options)]
+    for flag, reason in (preset_info.get("requires") or {}).items():
+        if not getattr(data_args, flag, None):
+            raise ValueError(f"{PRESET_FLAG} {preset} needs --{flag}: {reason}")
     return model_args, data_args, training_args, eval_args
 
 

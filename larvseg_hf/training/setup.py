@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 
 from ..configuration_larvseg import LarvSegConfig, novel_label_ids
+from ..data import dataset_options as options_module
 from ..data.loaders import load_classification_dataset, load_segmentation_dataset, load_weak_dataset
 from ..data.mixing import build_mixed_dataset
 from ..data.source_dataset import SourceDataset
@@ -17,7 +19,9 @@ from ..data.transforms import TrainTransform
 from ..data.validation import validate_sources
 from ..data.vocabulary_mapping import VocabularyMapping, build_union_vocabulary
 from ..image_processing_larvseg import BACKBONE_SETTINGS, LarvSegImageProcessor
+from ..known_vocabularies import known_vocabulary
 from ..modeling_larvseg import LarvSegForSemanticSegmentation
+from ..vocabulary import UnionVocabulary
 from .arguments import DataArguments, ModelArguments
 from .presets import backbone_preset
 
@@ -95,39 +99,111 @@ def check_column_specs(data_args: DataArguments) -> None:
                 )
 
 
-def _columns(data_args: DataArguments, spec: str) -> dict[str, str]:
-    columns = {"label_column": column_choice(data_args.label_column, spec)}
-    image = column_choice(data_args.image_column, spec)
-    return {**columns, **({"image_column": image} if image else {})}
+def _specs_by_role(data_args: DataArguments) -> dict[str, list[str]]:
+    """Each `--dataset_options` role's dataset specs (`eval_dataset`: none or one)."""
+    values = {role: getattr(data_args, role) for role in options_module.ROLES}
+    return {role: [value] if isinstance(value, str) else list(value or ()) for role, value in values.items()}
+
+
+def dataset_reading(data_args: DataArguments, spec: str, role: str) -> tuple[dict[str, Any], bool]:
+    """(loader keyword arguments, drop_unmapped_rows) for dataset `spec` of flag `role`.
+
+    `--dataset_options` give the defaults (data/dataset_options.py); `--image_column` / `--label_column`
+    entries, typed for this run, win over them. `load_kwargs` are for Hub datasets: a local folder in the same
+    role (a user's own copy) is read without them."""
+    options = options_module.options_for(data_args.dataset_options, spec, role)
+    label_maps = role != "image_datasets"
+    not_here = options_module.IMAGE_LEVEL_KEYS if label_maps else options_module.LABEL_MAP_KEYS
+    wrong = [key for key in options if key in not_here]
+    if wrong:
+        kind = "label-map" if label_maps else "image-level"
+        raise options_module.DatasetOptionsError(
+            f"--dataset_options for {spec} ({role}, {kind} data): {wrong} do not apply to {kind} data"
+        )
+    kwargs: dict[str, Any] = {}
+    if options.get("load_kwargs"):
+        if os.path.exists(split_spec(spec)[0]):  # a local copy in a Hub dataset's role: imagefolder or shards
+            logger.info(
+                "%s is a local folder: its role's load_kwargs %s are for the Hub copy",
+                spec,
+                options["load_kwargs"],
+            )
+        else:
+            kwargs.update(options["load_kwargs"])
+    label = column_choice(data_args.label_column, spec) or options.get("label_column")
+    image = column_choice(data_args.image_column, spec) or options.get("image_column")
+    kwargs["label_column"] = label
+    if image:
+        kwargs["image_column"] = image
+    if "class_names" in options:
+        kwargs["class_names"] = options_module.class_names_from_option(options["class_names"])
+    for key in options_module.LABEL_MAP_KEYS:
+        if key in options:
+            kwargs[key] = options[key]
+    return kwargs, bool(options.get("drop_unmapped_rows", False))
+
+
+def drop_unmapped_rows(source: SourceDataset, mapping: VocabularyMapping) -> SourceDataset:
+    """`source` without the image-level rows none of whose labels is in the vocabulary.
+
+    A fixed vocabulary ignores the classes it lacks; without their rows an ImageNet-21K copy trains only on
+    the synsets the vocabulary has (the paper's IN-124 / IN-585 subsets) instead of mostly empty samples.
+    Reads the label column only (streaming sources: as training reads them)."""
+    lut = mapping.index_maps[source.name]
+    if bool((lut >= 0).all()):
+        return source
+
+    def keep(cells: list[Any], indices: list[int]) -> list[bool]:
+        return [
+            bool((lut[source.parse_image_labels(cell, index)] >= 0).any())
+            for cell, index in zip(cells, indices, strict=True)
+        ]
+
+    kept = source.dataset.filter(keep, input_columns=[source.label_column], with_indices=True, batched=True)
+    if not source.streaming:
+        logger.info("%s: %d of %d rows have a label in the vocabulary", source.name, len(kept), len(source))
+        if len(kept) == 0:
+            raise ValueError(
+                f"no row of {source.name} has a label in the vocabulary ({mapping.num_labels} classes); "
+                "drop_unmapped_rows would leave it empty"
+            )
+    return source.with_dataset(kept)
+
+
+def known_target(data_args: DataArguments) -> UnionVocabulary | None:
+    """The fixed vocabulary `--vocabulary` names (None: the union of the datasets' classes)."""
+    if not data_args.vocabulary:
+        return None
+    if data_args.uses_builtin:
+        raise ValueError(
+            f"--vocabulary {data_args.vocabulary} needs datasets (--mask_datasets, --image_datasets or "
+            "--weak_datasets); the built-in benchmark has its own classes."
+        )
+    return known_vocabulary(data_args.vocabulary).to_union_vocabulary(frozen=True)
 
 
 def load_training_data(data_args: DataArguments, *, show_progress: bool = True) -> TrainingData:
+    target = known_target(data_args)  # before any dataset loads: an unknown name fails at once
     if data_args.uses_builtin:
         return _builtin_data(data_args, show_progress)
     check_column_specs(data_args)
+    options_module.check_targets(data_args.dataset_options, _specs_by_role(data_args))
     sources: list[SourceDataset] = []
-    for spec in data_args.mask_datasets:
-        name, split = split_spec(spec)
-        sources.append(
-            load_segmentation_dataset(
-                name, split, streaming=data_args.streaming, dataset_name=spec, **_columns(data_args, spec)
-            )
-        )
-    for spec in data_args.image_datasets:
-        name, split = split_spec(spec)
-        sources.append(
-            load_classification_dataset(
-                name, split, streaming=data_args.streaming, dataset_name=spec, **_columns(data_args, spec)
-            )
-        )
-    for spec in data_args.weak_datasets:  # label maps read as image-level label sets; never "base"
-        name, split = split_spec(spec)
-        sources.append(
-            load_weak_dataset(
-                name, split, streaming=data_args.streaming, dataset_name=spec, **_columns(data_args, spec)
-            )
-        )
-    mapping = build_union_vocabulary(sources, data_args.synonyms)
+    to_filter: set[str] = set()
+    loaders = (
+        ("mask_datasets", load_segmentation_dataset),
+        ("image_datasets", load_classification_dataset),
+        ("weak_datasets", load_weak_dataset),  # label maps read as image-level label sets; never "base"
+    )
+    for role, loader in loaders:
+        for spec in getattr(data_args, role):
+            name, split = split_spec(spec)
+            kwargs, drop = dataset_reading(data_args, spec, role)
+            sources.append(loader(name, split, streaming=data_args.streaming, dataset_name=spec, **kwargs))
+            if drop:
+                to_filter.add(spec)
+    mapping = build_union_vocabulary(sources, data_args.synonyms, target_vocabulary=target)
+    sources = [drop_unmapped_rows(s, mapping) if s.name in to_filter else s for s in sources]
     base: set[int] = set()
     if data_args.base_names_from_masks:
         for source in sources:
@@ -140,7 +216,7 @@ def load_training_data(data_args: DataArguments, *, show_progress: bool = True) 
             name,
             split,
             dataset_name=f"eval:{data_args.eval_dataset}",
-            **_columns(data_args, data_args.eval_dataset),
+            **dataset_reading(data_args, data_args.eval_dataset, "eval_dataset")[0],
         )
         eval_mapping = build_union_vocabulary(
             [eval_source], data_args.synonyms, target_vocabulary=mapping.vocabulary
