@@ -147,20 +147,22 @@ def render_main_command(results: dict) -> str:
                 f"; LarvSeg's novel mIoU is {100 * novel['larvseg'] / novel['full_masks']:.0f}% of the bound's"
             )
         lines[-1] += "."
-    if shift and "larvseg" in rows:
-        values = rows["larvseg"]
-        kept = {
+
+    def shift_kept(values: dict) -> dict[str, float]:
+        return {
             m: values["shift"][m] / values[m] if values[m] > 0 else float("nan") for m in ("base", "novel")
         }
+
+    if shift and "larvseg" in rows:
+        kept = shift_kept(rows["larvseg"])
         lines.append(
             f"On the distribution-shift split LarvSeg keeps {100 * kept['base']:.0f}% of its base and "
             f"{100 * kept['novel']:.0f}% of its novel mIoU"
         )
         if "plain_look" in rows:
-            plain = rows["plain_look"]
+            plain = shift_kept(rows["plain_look"])
             lines[-1] += (
-                f" (on the plain look at 2,000 steps: {100 * plain['shift']['base'] / plain['base']:.0f}% and "
-                f"{100 * plain['shift']['novel'] / plain['novel']:.0f}%)"
+                f" (on the plain look at 2,000 steps: {100 * plain['base']:.0f}% and {100 * plain['novel']:.0f}%)"
             )
         lines[-1] += "."
     return "\n".join(lines)
