@@ -5,12 +5,15 @@ CA-Cls) and the memory-bank writes they imply. Modelled on transformers' `Mask2F
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .configuration_larvseg import LarvSegConfig
 from .losses_larvseg import (
+    ItemLosses,
     attentive_image_level_loss,
     attentive_scores,
     image_label_pairs,
@@ -57,6 +60,31 @@ def source_pools(config: LarvSegConfig, device: torch.device | str | None = None
     return pools
 
 
+def union_columns(
+    groups: list[tuple[torch.Tensor | None, torch.Tensor]], batch: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One column axis for a batch's groups: (the union of their columns, class_mask (B, K) saying which
+    of them each sample's group drew), class_mask None for the group of every sample (rows None)."""
+    if len(groups) == 1 and groups[0][0] is None:
+        return groups[0][1], None
+    columns = torch.cat([ids for _, ids in groups]).unique()
+    class_mask = torch.zeros(batch, columns.numel(), dtype=torch.bool, device=columns.device)
+    for rows, ids in groups:  # a handful of groups
+        class_mask[rows] = torch.isin(columns, ids)
+    return columns, class_mask
+
+
+@dataclass
+class ScoredGroup:
+    """Samples of a batch scored on their own group's columns only (`LarvSegLoss.grouped`)."""
+
+    rows: torch.Tensor  # (b,) their positions in the batch
+    columns: torch.Tensor  # (k,) vocabulary ids of their logits' columns
+    features: torch.Tensor  # (b, d, h, w)
+    scores: torch.Tensor  # (b, k, h, w)
+    logits: torch.Tensor  # (b, k, h, w)
+
+
 class LarvSegLoss(nn.Module):
     """The LarvSeg training objective. Settings are read from the config at each call, so a config edited
     after construction (an ablation, a loaded model fine-tuned differently) takes effect."""
@@ -96,6 +124,18 @@ class LarvSegLoss(nn.Module):
         dataset. Otherwise mask and image-level samples form two groups drawing from the whole vocabulary.
         Returns (columns, class_mask (B, K): the columns each sample's softmax and mask norm use), or
         (all ids, None) when every sample may use every class."""
+        groups = self.sample_groups(labels, image_labels, batch, source_index)
+        return union_columns(groups, batch)
+
+    def sample_groups(
+        self,
+        labels: torch.Tensor | None,
+        image_labels: torch.Tensor | None,
+        batch: int,
+        source_index: torch.Tensor | None = None,
+    ) -> list[tuple[torch.Tensor | None, torch.Tensor]]:
+        """The draw of `sample_columns` as (sample rows, sorted column ids) per group; one group (None: every
+        sample) of every class when no sampling is needed."""
         config, device = self.config, self.source_pools.device
         present = torch.zeros(batch, config.num_labels, dtype=torch.bool, device=device)  # per sample
         is_mask = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -117,22 +157,20 @@ class LarvSegLoss(nn.Module):
             group_pools = pools
         else:
             if config.num_labels <= config.num_sampled_classes:
-                return torch.arange(config.num_labels, device=device), None
+                return [(None, torch.arange(config.num_labels, device=device))]
             group_of = (~is_mask).long()  # 0: mask samples (and samples without labels), 1: image-level
             group_pools = None
-        groups = group_of.unique()
-        group_columns = [  # one draw per source present (a handful), not per sample or class
-            sample_classes(
-                present[group_of == g].any(0),
-                config.num_sampled_classes,
-                None if group_pools is None else group_pools[g],
+        return [  # one draw per source present (a handful), not per sample or class
+            (
+                (group_of == g).nonzero().flatten(),
+                sample_classes(
+                    present[group_of == g].any(0),
+                    config.num_sampled_classes,
+                    None if group_pools is None else group_pools[g],
+                ),
             )
-            for g in groups.tolist()
+            for g in group_of.unique().tolist()
         ]
-        columns = torch.cat(group_columns).unique()
-        allowed = torch.stack([torch.isin(columns, ids) for ids in group_columns])  # (G, K)
-        class_mask = allowed[torch.searchsorted(groups, group_of)]
-        return columns, class_mask
 
     # ----------------------------------------------------------------------------------------- CA-Cls
 
@@ -188,16 +226,95 @@ class LarvSegLoss(nn.Module):
         """The unweighted terms of `weight_dict`. In training, the step's bank writes are enqueued after
         every pair has been scored, so attention mines other images' features, never this batch's; in
         evaluation the bank is read, never written."""
+        terms, writes = self._terms(
+            memory_bank,
+            image_size,
+            logits,
+            features,
+            scores,
+            columns,
+            class_mask,
+            labels,
+            image_labels,
+            pixel_mask,
+            source_index if self.config.per_source_losses else None,
+            reduce=True,
+        )
+        self._enqueue(memory_bank, writes)
+        return terms
+
+    def grouped(
+        self,
+        memory_bank: LarvSegMemoryBank,
+        image_size: tuple[int, int],
+        groups: list[ScoredGroup],
+        labels: torch.Tensor | None = None,
+        image_labels: torch.Tensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        source_index: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """`forward` for a batch whose groups of samples were each scored on their own columns only: the
+        same terms (each term's items from every group, reduced once) and one bank write for the step."""
+        parts: dict[str, list] = {name: [] for name in LOSS_TERMS}
+        writes = []
+        for group in groups:
+            rows = group.rows
+            items, group_writes = self._terms(
+                memory_bank,
+                image_size,
+                group.logits,
+                group.features,
+                group.scores,
+                group.columns,
+                None,
+                None if labels is None else labels[rows],
+                None if image_labels is None else image_labels[rows],
+                None if pixel_mask is None else pixel_mask[rows],
+                None,
+                reduce=False,
+            )
+            for name, item_losses in items.items():
+                parts[name].append((item_losses, rows))
+            writes += group_writes
+        self._enqueue(memory_bank, writes)
+        image_source = source_index if self.config.per_source_losses else None
+        return {name: ItemLosses.reduce(part, image_source) for name, part in parts.items()}
+
+    @staticmethod
+    def _enqueue(memory_bank: LarvSegMemoryBank, writes: list) -> None:
+        # The gather across processes in enqueue is a collective: one call per step with every write.
+        if writes:
+            memory_bank.enqueue(
+                torch.cat([column for column, _, _ in writes]),
+                torch.cat([slot for _, slot, _ in writes]),
+                torch.cat([count for _, _, count in writes]),
+            )
+
+    def _terms(
+        self,
+        memory_bank,
+        image_size,
+        logits,
+        features,
+        scores,
+        columns,
+        class_mask,
+        labels,
+        image_labels,
+        pixel_mask,
+        image_source,
+        reduce: bool,
+    ) -> tuple[dict, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+        """The terms (means, or with `reduce=False` their `ItemLosses`) and the bank writes (vocabulary id,
+        slot mean, pixels) they imply."""
         config = self.config
-        image_source = source_index if config.per_source_losses else None
         rate = config.loss_downsample_rate
         size = (image_size[0] // rate, image_size[1] // rate)
         upsampled = F.interpolate(logits, size, mode="bilinear", align_corners=False)
         zero = upsampled.sum() * 0.0
-        terms = dict.fromkeys(LOSS_TERMS, zero)
+        terms = dict.fromkeys(LOSS_TERMS, zero if reduce else ItemLosses.empty(upsampled))
 
-        # The gather across processes in enqueue is a collective: one call per step with every write.
-        writes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (column, slot mean, pixels)
+        writes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         if labels is not None:
             # Vocabulary id -> column; ids outside this step's columns cannot occur (present ids are always kept).
             to_column = torch.full(
@@ -208,15 +325,14 @@ class LarvSegLoss(nn.Module):
             full_column_labels = torch.where(valid, to_column[labels.clamp(min=0)], labels)[:, None].float()
             column_labels = F.interpolate(full_column_labels, size, mode="nearest")[:, 0].long()
             terms["supervised_loss"] = supervised_loss(
-                upsampled, column_labels, class_mask, config.ignore_index, image_source
+                upsampled, column_labels, class_mask, config.ignore_index, image_source, reduce=reduce
             )
             if self.training and config.attentive_loss_weight > 0 and config.memory_bank_from_masks:
                 feature_labels = F.interpolate(full_column_labels, features.shape[-2:], mode="nearest")[:, 0]
-                writes.append(
-                    mask_slot_features(
-                        features, scores, feature_labels.long(), config.memory_bank_topk, config.ignore_index
-                    )
+                column, slot, count = mask_slot_features(
+                    features, scores, feature_labels.long(), config.memory_bank_topk, config.ignore_index
                 )
+                writes.append((columns[column], slot, count))
 
         if image_labels is not None:
             targets = image_labels[:, columns] > 0
@@ -227,22 +343,25 @@ class LarvSegLoss(nn.Module):
                     for shape in (size, features.shape[-2:])
                 )
             terms["image_level_loss"] = image_level_loss(
-                upsampled, targets, class_mask, None if real is None else real[0], image_source
+                upsampled, targets, class_mask, None if real is None else real[0], image_source, reduce=reduce
             )
             if config.attentive_loss_weight > 0:
                 terms["attentive_loss"], pair_writes = self._attentive_loss(
-                    memory_bank, upsampled, features, scores, columns, class_mask, targets, real, image_source
+                    memory_bank,
+                    upsampled,
+                    features,
+                    scores,
+                    columns,
+                    class_mask,
+                    targets,
+                    real,
+                    image_source,
+                    reduce,
                 )
                 if pair_writes is not None:
-                    writes.append(pair_writes)
-
-        if writes:
-            memory_bank.enqueue(
-                columns[torch.cat([column for column, _, _ in writes])],
-                torch.cat([slot for _, slot, _ in writes]),
-                torch.cat([count for _, _, count in writes]),
-            )
-        return terms
+                    column, slot, count = pair_writes
+                    writes.append((columns[column], slot, count))
+        return terms, writes
 
     def _attentive_loss(
         self,
@@ -255,7 +374,8 @@ class LarvSegLoss(nn.Module):
         targets,
         real=None,
         image_source=None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
+        reduce: bool = True,
+    ) -> tuple[torch.Tensor | ItemLosses, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
         """CA-Cls loss and, in training, the (column, slot mean, pixels averaged) of each image-level pair
         for the caller to enqueue. `real`: the image's own pixels at loss and at feature resolution, or None for all."""
         real_loss, real_features = (None, None) if real is None else real
@@ -289,6 +409,7 @@ class LarvSegLoss(nn.Module):
             valid=usable[pair_column],
             pixel_mask=real_loss,
             image_source=image_source,
+            reduce=reduce,
         )
         if not self.training:
             return loss, None
@@ -304,4 +425,4 @@ class LarvSegLoss(nn.Module):
         return loss, (pair_column, slot_means, slot_counts)
 
 
-__all__ = ["LOSS_TERMS", "LarvSegLoss", "sample_classes", "source_pools"]
+__all__ = ["LOSS_TERMS", "LarvSegLoss", "ScoredGroup", "sample_classes", "source_pools", "union_columns"]

@@ -107,8 +107,14 @@ class LarvSegHead(nn.Module):
         """(pixel features z (B, d, h, w), raw cosine scores s (B, K, h, w), mask-normed logits (B, K, h, w))
         for the vocabulary ids `class_ids`; `class_mask` (B, K) limits each sample's mask norm."""
         features = self.pixel_features(feature_map)
+        return features, *self.classify(features, class_ids, class_mask)
+
+    def classify(
+        self, features: torch.Tensor, class_ids: torch.Tensor, class_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(raw cosine scores s (B, K, h, w), mask-normed logits (B, K, h, w)) of pixel features z."""
         scores = torch.einsum("bdhw,kd->bkhw", features, self.class_vectors(class_ids))
-        return features, scores, self.mask_norm(scores, class_mask)
+        return scores, self.mask_norm(scores, class_mask)
 
 
 __all__ = ["LarvSegHead", "LarvSegMaskNorm", "mask_norm"]

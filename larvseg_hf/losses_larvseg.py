@@ -19,6 +19,8 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -45,6 +47,43 @@ def per_source_mean(
     return (means * weights).sum() / weights.sum()
 
 
+@dataclass
+class ItemLosses:
+    """A loss term before its mean: one value per item (pixel or pair) and the image it belongs to. Terms
+    computed on parts of a batch (each group of samples on its own classifier columns) are concatenated
+    and reduced once, so the mean is the one a single pass over the whole batch takes."""
+
+    values: torch.Tensor  # (n,)
+    item_image: torch.Tensor  # (n,) int64, image index within the part it was computed on
+    zero: torch.Tensor  # a 0 connected to the part's logits, for a term with no items anywhere
+
+    @classmethod
+    def empty(cls, logits: torch.Tensor) -> ItemLosses:
+        return cls(
+            logits.new_zeros(0), torch.zeros(0, dtype=torch.long, device=logits.device), _zero_loss(logits)
+        )
+
+    @staticmethod
+    def reduce(
+        parts: list[tuple[ItemLosses, torch.Tensor]], image_source: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The term's mean over `parts`, (items, batch index of each of the part's images), as
+        `per_source_mean` over the whole batch takes it."""
+        values = torch.cat([items.values for items, _ in parts])
+        if values.numel() == 0:
+            return sum(items.zero for items, _ in parts)
+        images = torch.cat([batch_index[items.item_image] for items, batch_index in parts])
+        return per_source_mean(values, images, image_source)
+
+
+def _reduced(
+    values: torch.Tensor, item_image: torch.Tensor, image_source: torch.Tensor | None, reduce: bool
+) -> torch.Tensor | ItemLosses:
+    if reduce:
+        return per_source_mean(values, item_image, image_source)
+    return ItemLosses(values, item_image, values.sum() * 0.0)
+
+
 def _excluded(logits: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill(exclude, float("-inf"))
 
@@ -60,20 +99,22 @@ def supervised_loss(
     class_mask: torch.Tensor | None = None,
     ignore_index: int = -100,
     image_source: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Per-pixel cross-entropy; `labels` (B, H, W) hold column indices or `ignore_index`."""
+    reduce: bool = True,
+) -> torch.Tensor | ItemLosses:
+    """Per-pixel cross-entropy; `labels` (B, H, W) hold column indices or `ignore_index`. `reduce=False`
+    returns the per-pixel losses and their images instead of the mean (see `ItemLosses`)."""
     if logits.shape[-2:] != labels.shape[-2:]:
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} differ in size")
     valid = labels != ignore_index
     if not valid.any():
-        return _zero_loss(logits)
+        return _zero_loss(logits) if reduce else ItemLosses.empty(logits)
     if class_mask is not None:
         logits = _excluded(logits, ~class_mask[:, :, None, None])
-    if image_source is None:
+    if image_source is None and reduce:
         return F.cross_entropy(logits, labels, ignore_index=ignore_index)
     losses = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
     pixel_image = torch.arange(labels.shape[0], device=labels.device)[:, None, None].expand_as(labels)
-    return per_source_mean(losses[valid], pixel_image[valid], image_source)
+    return _reduced(losses[valid], pixel_image[valid], image_source, reduce)
 
 
 def image_label_pairs(image_targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -115,15 +156,16 @@ def image_level_loss(
     class_mask: torch.Tensor | None = None,
     pixel_mask: torch.Tensor | None = None,
     image_source: torch.Tensor | None = None,
-) -> torch.Tensor:
+    reduce: bool = True,
+) -> torch.Tensor | ItemLosses:
     """Baseline image-level loss: mean-pooled logits, one cross-entropy per (image, label) pair,
-    averaged over the pairs (per source with `image_source`)."""
+    averaged over the pairs (per source with `image_source`); `reduce=False`: the pairs' losses."""
     pair_image, pair_column, _ = image_label_pairs(image_targets)
     if pair_image.numel() == 0:
-        return _zero_loss(logits)
+        return _zero_loss(logits) if reduce else ItemLosses.empty(logits)
     pooled = masked_mean_pool(logits, pixel_mask)[pair_image]
     losses = pooled_pair_cross_entropy(pooled, pair_image, pair_column, image_targets, class_mask)
-    return per_source_mean(losses, pair_image, image_source)
+    return _reduced(losses, pair_image, image_source, reduce)
 
 
 def standardize(
@@ -317,7 +359,8 @@ def attentive_image_level_loss(
     valid: torch.Tensor | None = None,
     pixel_mask: torch.Tensor | None = None,
     image_source: torch.Tensor | None = None,
-) -> torch.Tensor:
+    reduce: bool = True,
+) -> torch.Tensor | ItemLosses:
     """The image-level loss on attentive logits (logits of every column times the pair's attention).
 
     `attention` (P, H, W) in (0, 1) at the logits' resolution; `valid` (P,) drops pairs whose class
@@ -333,7 +376,7 @@ def attentive_image_level_loss(
             attention[valid],
         )
     if pair_image.numel() == 0:
-        return _zero_loss(logits)
+        return _zero_loss(logits) if reduce else ItemLosses.empty(logits)
     batch, _, height, width = logits.shape
     slots = int(pair_rank.max()) + 1
     padded = attention.new_zeros(batch, slots, height * width)
@@ -346,13 +389,14 @@ def attentive_image_level_loss(
     pooled = torch.einsum("bkx,blx->blk", logits.flatten(2), padded) / count
     pooled = pooled[pair_image, pair_rank]  # (P, K)
     losses = pooled_pair_cross_entropy(pooled, pair_image, pair_column, image_targets, class_mask)
-    return per_source_mean(losses, pair_image, image_source)
+    return _reduced(losses, pair_image, image_source, reduce)
 
 
 __all__ = [
     "attentive_image_level_loss",
     "attentive_scores",
     "image_label_pairs",
+    "ItemLosses",
     "image_level_loss",
     "likely_present",
     "mask_slot_features",

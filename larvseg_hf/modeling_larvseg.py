@@ -22,7 +22,7 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 
 from .backbone_larvseg import LarvSegFeatureExtractor, load_pretrained_backbone
 from .configuration_larvseg import LarvSegConfig, config_file_errors
-from .criterion_larvseg import LarvSegLoss, source_pools
+from .criterion_larvseg import LarvSegLoss, ScoredGroup, source_pools, union_columns
 from .head_larvseg import LarvSegHead, LarvSegMaskNorm
 from .input_checks_larvseg import check_inputs
 from .memory_bank_larvseg import LarvSegMemoryBank
@@ -255,22 +255,44 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         check_inputs(self.config, self.dtype, pixel_values, labels, image_labels, pixel_mask)
         has_targets = labels is not None or image_labels is not None
 
-        class_mask = None
+        class_mask, groups = None, None
         if class_ids is not None:
             columns = self.resolve_class_ids(class_ids)
         elif self.training and has_targets:
-            columns, class_mask = self.criterion.sample_columns(
-                labels, image_labels, pixel_values.shape[0], source_index
-            )
+            groups = self.criterion.sample_groups(labels, image_labels, pixel_values.shape[0], source_index)
+            columns, class_mask = union_columns(groups, pixel_values.shape[0])
+            if class_mask is None or columns.numel() <= self.config.num_sampled_classes or coseg:
+                groups = None  # one pass over the union costs no more than one group's budget
         else:
             columns = torch.arange(self.config.num_labels, device=self.device)
 
-        features, scores, logits = self.head(self.backbone(pixel_values), columns, class_mask)
+        feature_map = self.backbone(pixel_values)
+        if groups is None:
+            features, scores, logits = self.head(feature_map, columns, class_mask)
+        else:
+            # Each group is scored on its own columns only: with several sources of ~num_sampled_classes
+            # columns each, the union is several times wider than any sample uses.
+            features = self.head.pixel_features(feature_map)
+            groups = [
+                ScoredGroup(rows, ids, features[rows], *self.head.classify(features[rows], ids))
+                for rows, ids in groups  # one per source present, a handful
+            ]
+            scores, logits = _union_layout(groups, columns, features.shape[0])
         if coseg:
             logits = logits * torch.sigmoid(self._coseg_attention(features, scores, columns))
 
         loss, terms = None, {}
-        if has_targets:
+        if groups is not None:
+            terms = self.criterion.grouped(
+                self.memory_bank,
+                tuple(pixel_values.shape[-2:]),
+                groups,
+                labels,
+                image_labels,
+                pixel_mask,
+                source_index,
+            )
+        elif has_targets:
             terms = self.criterion(
                 self.memory_bank,
                 tuple(pixel_values.shape[-2:]),
@@ -284,6 +306,7 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
                 pixel_mask,
                 source_index,
             )
+        if terms:
             loss = self.criterion.total(terms)
             terms = {name: value.detach() for name, value in terms.items()}
 
@@ -357,6 +380,21 @@ def _unreadable_weight_files(pretrained_model_name_or_path) -> list[str]:
         except (SafetensorError, OSError):
             unreadable.append(str(candidate))
     return unreadable
+
+
+def _union_layout(
+    groups: list[ScoredGroup], columns: torch.Tensor, batch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grouped scores and logits on the batch's one column axis (`columns`), 0 where a sample's group did
+    not score a column (class_mask says which it did), for the output."""
+    first = groups[0].logits
+    scores = first.new_zeros(batch, columns.numel(), *first.shape[-2:])
+    logits = first.new_zeros(batch, columns.numel(), *first.shape[-2:])
+    for group in groups:  # a handful
+        rows, positions = group.rows[:, None], torch.searchsorted(columns, group.columns)[None, :]
+        scores = scores.index_put((rows, positions), group.scores)
+        logits = logits.index_put((rows, positions), group.logits)
+    return scores, logits
 
 
 def _base_mask(config: LarvSegConfig, device: torch.device | str | None = None) -> torch.Tensor:

@@ -222,9 +222,10 @@ def test_training_class_sampling_keeps_present_and_draws_from_each_sources_vocab
     assert len(columns) <= 2 * sampled
     assert out.logits.shape[1] == len(columns)
 
-    (class_mask,) = spy.class_masks
+    class_mask = out.class_mask
     assert class_mask is not None and class_mask.shape == (4, len(columns))
-    assert torch.equal(out.class_mask, class_mask)
+    # The union is wider than one source's draw, so each source is scored on its own columns alone.
+    assert spy.class_masks == [None, None]
     ids = out.class_ids
     for rows, present, pool in (
         ((0, 1), {2, 5, 11}, pools["masks"]),
