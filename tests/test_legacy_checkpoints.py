@@ -41,8 +41,9 @@ def test_old_checkpoint_gives_identical_logits(name):
     with torch.no_grad():
         plain = model(expected["pixel_values"]).logits
         coseg = model(expected["pixel_values"], coseg=True).logits
-    assert torch.equal(plain, expected["logits"])
-    assert torch.equal(coseg, expected["coseg_logits"])
+    # Stored at 06cff37 on another CPU: kernels may differ in the last bits, a wrong key mapping by O(1).
+    torch.testing.assert_close(plain, expected["logits"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(coseg, expected["coseg_logits"], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", CHECKPOINTS)
@@ -76,4 +77,6 @@ def test_resaved_old_checkpoint_uses_the_new_names(tmp_path):
     again = LarvSegForSemanticSegmentation.from_pretrained(tmp_path / "new").eval()
     expected = load_file(source / "expected_outputs.safetensors")
     with torch.no_grad():
-        assert torch.equal(again(expected["pixel_values"]).logits, expected["logits"])
+        torch.testing.assert_close(
+            again(expected["pixel_values"]).logits, expected["logits"], rtol=1e-4, atol=1e-4
+        )
