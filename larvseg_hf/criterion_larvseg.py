@@ -110,23 +110,6 @@ class LarvSegLoss(nn.Module):
 
     # ----------------------------------------------------------------------------------------- class sampling
 
-    def sample_columns(
-        self,
-        labels: torch.Tensor | None,
-        image_labels: torch.Tensor | None,
-        batch: int,
-        source_index: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Class sampling: up to `num_sampled_classes` columns per group of samples, every present class kept.
-
-        Groups are the sources of `source_index` when `config.per_source_columns` and the config knows the
-        sources' vocabularies: each draws from its own vocabulary, as each GPU of the reference holds one
-        dataset. Otherwise mask and image-level samples form two groups drawing from the whole vocabulary.
-        Returns (columns, class_mask (B, K): the columns each sample's softmax and mask norm use), or
-        (all ids, None) when every sample may use every class."""
-        groups = self.sample_groups(labels, image_labels, batch, source_index)
-        return union_columns(groups, batch)
-
     def sample_groups(
         self,
         labels: torch.Tensor | None,
@@ -134,8 +117,13 @@ class LarvSegLoss(nn.Module):
         batch: int,
         source_index: torch.Tensor | None = None,
     ) -> list[tuple[torch.Tensor | None, torch.Tensor]]:
-        """The draw of `sample_columns` as (sample rows, sorted column ids) per group; one group (None: every
-        sample) of every class when no sampling is needed."""
+        """Class sampling: up to `num_sampled_classes` columns per group of samples, every present class kept.
+
+        Groups are the sources of `source_index` when `config.per_source_columns` and the config knows the
+        sources' vocabularies: each draws from its own vocabulary, as each GPU of the reference holds one
+        dataset. Otherwise mask and image-level samples form two groups drawing from the whole vocabulary.
+        Returns (sample rows, sorted column ids) per group, or one group (rows None: every sample) of every
+        class when no sampling is needed; `union_columns` puts them on one column axis."""
         config, device = self.config, self.source_pools.device
         present = torch.zeros(batch, config.num_labels, dtype=torch.bool, device=device)  # per sample
         is_mask = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -160,17 +148,14 @@ class LarvSegLoss(nn.Module):
                 return [(None, torch.arange(config.num_labels, device=device))]
             group_of = (~is_mask).long()  # 0: mask samples (and samples without labels), 1: image-level
             group_pools = None
-        return [  # one draw per source present (a handful), not per sample or class
-            (
-                (group_of == g).nonzero().flatten(),
-                sample_classes(
-                    present[group_of == g].any(0),
-                    config.num_sampled_classes,
-                    None if group_pools is None else group_pools[g],
-                ),
-            )
-            for g in group_of.unique().tolist()
-        ]
+        groups = []
+        for (
+            g
+        ) in group_of.unique().tolist():  # one draw per source present (a handful), not per sample or class
+            rows = (group_of == g).nonzero().flatten()
+            pool = None if group_pools is None else group_pools[g]
+            groups.append((rows, sample_classes(present[rows].any(0), config.num_sampled_classes, pool)))
+        return groups
 
     # ----------------------------------------------------------------------------------------- CA-Cls
 
