@@ -4,6 +4,7 @@
     .venv/bin/python scripts/reproduce.py                  # the table: benchmarks/results/reproduce.json
     .venv/bin/python scripts/reproduce.py --suite main     # the README main command, baseline and LarvSeg
     .venv/bin/python scripts/reproduce.py --seeds 0 --steps 200 --settings baseline larvseg   # a quick look
+    .venv/bin/python scripts/reproduce.py --suite large    # every emoji: benchmarks/results/emoji_large.json
 
 Suite "reproduce" (same data and steps for every row; seeds 0 1 2, the switches 0 1): masks only; + image-level loss (the
 simple baseline); + CA-Cls (LarvSeg); LarvSeg evaluated with attentive (coseg) inference; the fully
@@ -13,6 +14,9 @@ a time. Also the one-point oracle propagation (features only) of masks-only and 
 Suite "main": `bash scripts/run_main.sh` (60 emoji, varied look, 4,000 steps) with and without CA-Cls, its
 fully supervised bound, and LarvSeg on the plain look at 2,000 steps (the main command before it), one seed.
 The reproduce suite trains on the plain look.
+Suite "large": the full emoji vocabulary (every emoji with artwork, 40% novel) on a benchmark scaled to it,
+the baseline and LarvSeg at equal steps, one seed; its per-class IoU plot goes to
+model_cards/assets/emoji_large_per_class_iou.png.
 
 Each finished run is reused by later invocations (delete --output_dir to retrain). The results go to
 benchmarks/results/reproduce.json (main: main_command.json), the README's marked tables are re-rendered from it
@@ -22,6 +26,7 @@ benchmarks/results/reproduce.json (main: main_command.json), the README's marked
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -31,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import results_tables
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,6 +94,26 @@ MAIN_SETTINGS: dict[str, tuple[str, list[str]]] = {
 REPRODUCE_LOOK = ["--builtin_varied_look", "False"]
 #: Emoji categories of the reproduce suite (the main suite keeps the built-in benchmark's).
 REPRODUCE_CATEGORIES = 20
+LARGE_SETTINGS: dict[str, tuple[str, list[str]]] = {
+    "baseline": ("simple baseline (CA-Cls off)", ["--attentive_loss_weight", "0"]),
+    "larvseg": ("LarvSeg (+ CA-Cls)", []),
+}
+#: The large suite's benchmark: scenes scaled to about 8 mask instances per base emoji and 10 image-level
+#: labels per emoji, and eval scenes that show most emoji at least once; the build takes about 7 minutes.
+LARGE_COUNTS = {
+    "num_mask_scenes": 12000,
+    "num_single_images": 8000,
+    "num_weak_scenes": 4000,
+    "num_eval_scenes": 1000,
+}
+#: Steps per setting of the large suite: both settings, the build and eval fit in an hour on 2 CPU cores.
+LARGE_STEPS = 6000
+#: The large benchmark's 24,000 training rows decoded take about 1.6 GB: keep them all decoded.
+LARGE_TRAIN_ARGS = ["--decoded_cache_mb", "2048"]
+PLOTS = {
+    "reproduce": REPO / "model_cards" / "assets" / "reproduce_results.png",
+    "large": REPO / "model_cards" / "assets" / "emoji_large_per_class_iou.png",
+}
 CO_SEG = {"larvseg": ("larvseg_coseg", "LarvSeg (+ CA-Cls) + coseg inference")}
 ORACLE = ("masks_only", "larvseg")
 
@@ -101,6 +127,11 @@ def run_training(name: str, extra: list[str], seed: int, args: argparse.Namespac
         command += ["--builtin_num_categories", str(args.categories)]
     if args.suite == "reproduce":
         command += REPRODUCE_LOOK
+    if args.suite == "large":
+        command += [
+            arg for name, count in large_counts(args).items() for arg in (f"--builtin_{name}", str(count))
+        ]
+        command += LARGE_TRAIN_ARGS
     command += ["--save_strategy", "no", "--disable_tqdm", "True", *shlex.split(args.train_args), *extra]
     recorded = output_dir / "command.json"
     if (output_dir / "eval_results.json").is_file():  # finished in an earlier invocation
@@ -120,6 +151,11 @@ def run_training(name: str, extra: list[str], seed: int, args: argparse.Namespac
     recorded.write_text(json.dumps(command) + "\n")
     print(f"  {name} (seed {seed}): {seconds:.0f} s", flush=True)
     return output_dir
+
+
+def large_counts(args: argparse.Namespace) -> dict[str, int]:
+    """The large suite's scene counts, times --scale."""
+    return {name: max(1, round(count * args.scale)) for name, count in LARGE_COUNTS.items()}
 
 
 def _check_generator(output_dir: Path) -> None:
@@ -158,7 +194,7 @@ def run_row(output_dir: Path) -> dict[str, float]:
 
 
 def extra_evaluations(
-    output_dir: Path, coseg: bool, oracle: bool, shift: bool = True
+    output_dir: Path, coseg: bool, oracle: bool, shift: bool = True, own_classes: bool = False
 ) -> dict[str, dict[str, float]]:
     """Coseg-inference scores and one-point oracle propagation of a trained run on its eval scenes, and its
     scores on the benchmark's distribution-shift split; kept in the run's folder (with their seconds) so
@@ -169,7 +205,8 @@ def extra_evaluations(
     done = json.loads(cache.read_text()) if cache.is_file() else {}
     if done.get("shift_version") != SHIFT_VERSION:  # scored on an earlier version of the shift split
         done.pop("shift", None)
-    wanted = {kind for kind, on in (("coseg", coseg), ("oracle", oracle), ("shift", shift)) if on}
+    kinds = (("coseg", coseg), ("oracle", oracle), ("shift", shift), ("own_classes", own_classes))
+    wanted = {kind for kind, on in kinds if on}
     if wanted - set(done):
         start = time.perf_counter()
         missing = wanted - set(done)
@@ -178,6 +215,8 @@ def extra_evaluations(
                 output_dir, coseg="coseg" in missing, oracle="oracle" in missing, shift="shift" in missing
             )
         )
+        if "own_classes" in missing:
+            done["own_classes"] = own_classes_scores(output_dir)
         done["seconds"] = done.get("seconds", 0.0) + time.perf_counter() - start
         done["shift_version"] = SHIFT_VERSION
         cache.write_text(json.dumps(done, indent=1) + "\n")
@@ -223,6 +262,38 @@ def load_run(output_dir: Path, shift: bool = False):
     return model, processor, base, config.novel_label_ids, rows
 
 
+def own_classes_scores(output_dir: Path) -> dict[str, float]:
+    """A run's eval scenes, each scored against its own labelled classes only (background and the emoji in
+    it): how well the model segments once recognising them among the whole vocabulary is taken away. Also
+    the share of base and novel classes whose memory bank is usable (CA-Cls attends to those only)."""
+    import torch
+
+    from larvseg_hf.evaluation import predict_label_maps
+    from larvseg_hf.image_utils_larvseg import to_label_array
+    from larvseg_hf.metrics import SegmentationMetrics
+
+    model, processor, base, novel, rows = load_run(output_dir)
+    config = model.config
+    metrics = SegmentationMetrics(config.num_labels, config.ignore_index)
+    with torch.no_grad():
+        for index, row in enumerate(rows()):  # one scene at a time: each has its own classes
+            label = torch.from_numpy(to_label_array(row["label"], index))
+            own = label[label != config.ignore_index].unique().tolist()
+            prediction = predict_label_maps(
+                model, processor, [row["image"]], [tuple(label.shape)], class_ids=own
+            )
+            metrics.update(prediction[0], label)
+    result = metrics.compute(base_ids=base, novel_ids=novel)
+    usable = model.memory_bank.usable(torch.arange(config.num_labels))
+    return {
+        "base": result["base_mean_iou"],
+        "novel": result["novel_mean_iou"],
+        "all": result["mean_iou"],
+        "bank_usable_base": float(usable[[i for i in base if i != 0]].float().mean()),
+        "bank_usable_novel": float(usable[novel].float().mean()),
+    }
+
+
 def _extra_evaluations(
     output_dir: Path, coseg: bool, oracle: bool, shift: bool = False
 ) -> dict[str, dict[str, float]]:
@@ -261,9 +332,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--suite", choices=["reproduce", "main"], default="reproduce")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Default: 0 1 2 (main: 0).")
-    parser.add_argument("--steps", type=int, default=None, help="Default: 600 (main: the preset's 4,000).")
+    parser.add_argument("--suite", choices=["reproduce", "main", "large"], default="reproduce")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Default: 0 1 2 (main, large: 0).")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"Default: 600 (main: the preset's 4,000; large: {LARGE_STEPS}).",
+    )
     from larvseg_hf.data.emoji_scenes import EmojiBenchmarkParams
 
     builtin = EmojiBenchmarkParams()
@@ -271,7 +347,14 @@ def main(argv: list[str] | None = None) -> dict:
         "--categories",
         type=int,
         default=None,
-        help=f"Default: {REPRODUCE_CATEGORIES} (main: the built-in benchmark's {builtin.num_categories}).",
+        help=f"Default: {REPRODUCE_CATEGORIES} (main: the built-in benchmark's {builtin.num_categories}; "
+        "large: every available emoji).",
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="Large suite: every split's scene count times this (a quick look).",
     )
     parser.add_argument("--settings", nargs="+", default=None, help="Run only these settings (names).")
     parser.add_argument("--train_args", default="", help="More train.py arguments for every run, one string.")
@@ -279,13 +362,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--results",
         default=None,
-        help="Default: benchmarks/results/reproduce.json (main: main_command.json).",
+        help="Default: benchmarks/results/reproduce.json (main: main_command.json; large: emoji_large.json).",
     )
     parser.add_argument(
         "--readme", default=str(results_tables.README), help="README to re-render; 'none' skips."
     )
-    parser.add_argument("--plot", default=str(REPO / "model_cards" / "assets" / "reproduce_results.png"))
+    parser.add_argument(
+        "--plot", default=None, help=f"Default: {PLOTS['reproduce']} (large: {PLOTS['large']})."
+    )
     args = parser.parse_args(argv)
+    if args.suite == "large":
+        return run_large(args, parser)
     main_suite = args.suite == "main"
     table = MAIN_SETTINGS if main_suite else REPRODUCE_SETTINGS
     if args.settings:
@@ -346,10 +433,133 @@ def main(argv: list[str] | None = None) -> dict:
     if args.readme != "none":
         results_tables.update_readme(Path(args.readme), {table_name: results_path})
     if not main_suite and args.plot != "none":
-        _plot(results, Path(args.plot))
+        _plot(results, Path(args.plot or PLOTS["reproduce"]))
     render = results_tables.render_main_command if main_suite else results_tables.render_reproduce
     print(render(results))
     return results
+
+
+def run_large(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    """The large suite: build the full-vocabulary benchmark (timed), train each setting, write
+    emoji_large.json, the README section and the per-class IoU plot."""
+    from larvseg_hf.data.emoji_scenes import EmojiBenchmarkParams, available_emoji, build_emoji_benchmark
+
+    args.seeds = args.seeds or [0]
+    if len(args.seeds) != 1:
+        parser.error("the large suite reports one seed; give one --seeds value")
+    args.steps = args.steps or LARGE_STEPS
+    args.categories = args.categories or len(available_emoji())
+    unknown = sorted(set(args.settings or ()) - set(LARGE_SETTINGS))
+    if unknown:
+        parser.error(f"unknown settings {unknown}; choose from {list(LARGE_SETTINGS)}")
+    table = {name: LARGE_SETTINGS[name] for name in args.settings or LARGE_SETTINGS}
+    root = Path(args.output_dir or REPO / "outputs" / "large")
+    root.mkdir(parents=True, exist_ok=True)
+
+    counts = large_counts(args)
+    params = EmojiBenchmarkParams(num_categories=args.categories, **counts)
+    build_record = root / "benchmark_build.json"
+    start = time.perf_counter()
+    bench = build_emoji_benchmark(None, params)
+    built = {"root": str(bench.root), "seconds": time.perf_counter() - start}
+    if build_record.is_file() and json.loads(build_record.read_text())["root"] == built["root"]:
+        built = json.loads(build_record.read_text())  # built (and timed) by an earlier invocation
+    build_record.write_text(json.dumps(built) + "\n")
+    print(f"benchmark: {bench.root} ({built['seconds']:.0f} s to build)", flush=True)
+
+    results: dict = {
+        "suite": "large",
+        "num_classes": args.categories,
+        "num_base": len(bench.base_ids) - 1,  # emoji with masks; background comes on top
+        "num_novel": len(bench.novel_ids),
+        "counts": counts,
+        "settings": {},
+    }
+    per_class: dict[str, dict[str, np.ndarray]] = {}
+    for name, (label, extra) in table.items():
+        output_dir = run_training(name, extra, args.seeds[0], args, root)
+        row = run_row(output_dir)
+        results["settings"][name] = {
+            "label": label,
+            "args": extra,
+            **{metric: row[metric] for metric in ("base", "novel", "all", "overall_accuracy")},
+            "wall_s": row["seconds"],
+        }
+        per_class[name] = read_per_class_iou(output_dir)
+        results["settings"][name].update(iou_spread(per_class[name]))
+        analysis = extra_evaluations(output_dir, coseg=False, oracle=False, shift=False, own_classes=True)
+        results["settings"][name]["own_classes"] = analysis["own_classes"]
+        results["settings"][name]["analysis_s"] = analysis["seconds"]
+    first = root / "runs" / f"{next(iter(table))}-seed{args.seeds[0]}"
+    state = json.loads((first / "trainer_state.json").read_text())
+    results.update(
+        seed=args.seeds[0],
+        steps=state["max_steps"],
+        batch_size=state["train_batch_size"],
+        build_s=built["seconds"],
+        minutes=(built["seconds"] + sum(s["wall_s"] + s["analysis_s"] for s in results["settings"].values()))
+        / 60,
+        machine=f"{os.cpu_count()} CPU cores ({platform.machine()})",
+    )
+    results_path = Path(args.results or results_tables.RESULTS / "emoji_large.json")
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps(results, indent=1) + "\n")
+    if args.readme != "none":
+        results_tables.update_readme(Path(args.readme), {"emoji_large": results_path})
+    if args.plot != "none":
+        _plot_per_class(results, per_class, Path(args.plot or PLOTS["large"]))
+    print(results_tables.render_emoji_large(results))
+    return results
+
+
+def read_per_class_iou(output_dir: Path) -> dict[str, np.ndarray]:
+    """IoU of every class a run's final evaluation labelled, by split, from its per-class CSV."""
+    from larvseg_hf.metrics.reports import PER_CLASS_CSV
+
+    with open(output_dir / PER_CLASS_CSV, newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if int(row["label_pixels"]) > 0]
+    return {
+        split: np.array([float(row["iou"]) for row in rows if row["split"] == split and row["id"] != "0"])
+        for split in ("base", "novel")
+    }
+
+
+def iou_spread(per_class: dict[str, np.ndarray]) -> dict[str, float]:
+    """How the classes' IoUs spread: median per split, and the share of novel emoji segmented at all."""
+    return {
+        "median_base": float(np.median(per_class["base"])),
+        "median_novel": float(np.median(per_class["novel"])),
+        "novel_share_iou_over_10": float(np.mean(per_class["novel"] > 0.1)),
+        "eval_base_classes": len(per_class["base"]),
+        "eval_novel_classes": len(per_class["novel"]),
+    }
+
+
+def _plot_per_class(results: dict, per_class: dict[str, dict[str, np.ndarray]], path: Path) -> None:
+    """Each setting's per-class IoU, sorted, base and novel side by side: at 1,600 classes a curve says more
+    than 1,600 bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, split in zip(axes, ("base", "novel"), strict=True):
+        for name, values in per_class.items():
+            ranked = np.sort(values[split])[::-1]
+            ax.plot(
+                np.linspace(0, 100, len(ranked)), 100 * ranked, label=f"{results['settings'][name]['label']}"
+            )
+        ax.set_title(f"{split} emoji ({len(ranked)} in the eval scenes)")
+        ax.set_xlabel("classes, best first (%)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("IoU (%)")
+    axes[1].legend()
+    fig.suptitle(f"Per-class IoU at {results['num_classes']} emoji categories, {results['steps']} steps")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _plot(results: dict, path: Path) -> None:

@@ -168,6 +168,54 @@ def render_main_command(results: dict) -> str:
     return "\n".join(lines)
 
 
+def render_emoji_large(results: dict) -> str:
+    counts = results["counts"]
+    lines = [
+        f"Every emoji: {results['num_classes']} categories ({results['num_base']} base + background with masks, "
+        f"{results['num_novel']} novel with image-level labels only); {counts['num_mask_scenes']:,} mask scenes, "
+        f"{counts['num_single_images']:,} single-label images, {counts['num_weak_scenes']:,} weak scenes, "
+        f"{counts['num_eval_scenes']:,} eval scenes; {results['steps']:,} steps x {results['batch_size']} images "
+        f"per setting, seed {results['seed']}; {results['minutes']:.0f} min in all on "
+        f"{results['machine']}, the benchmark's build ({results['build_s'] / 60:.0f} min) included.",
+        "",
+        "| setting | mIoU all | mIoU base | mIoU novel | overall accuracy | median IoU: base | median IoU: novel "
+        "| novel emoji with IoU > 10% | wall time |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    settings = results["settings"]
+    for values in settings.values():
+        minutes, seconds = divmod(round(values["wall_s"]), 60)
+        lines.append(
+            f"| {values['label']} | {100 * values['all']:.1f} | {100 * values['base']:.1f} | "
+            f"{100 * values['novel']:.1f} | {100 * values['overall_accuracy']:.1f} | "
+            f"{100 * values['median_base']:.1f} | {100 * values['median_novel']:.1f} | "
+            f"{100 * values['novel_share_iou_over_10']:.0f}% of {values['eval_novel_classes']} | "
+            f"{minutes} min {seconds:02d} s |"
+        )
+    if {"larvseg", "baseline"} <= set(settings):
+        gain = settings["larvseg"]["novel"] - settings["baseline"]["novel"]
+        lines += ["", f"CA-Cls adds {100 * gain:+.1f} novel mIoU over the baseline (one seed)."]
+    own = {name: values["own_classes"] for name, values in settings.items() if "own_classes" in values}
+    if own:
+        lines.append(
+            "Each eval scene scored against its own classes only (background and the emoji in it, so that "
+            "recognising them among the whole vocabulary is taken away): "
+            + "; ".join(
+                f"{settings[name]['label']} base {100 * o['base']:.1f}, novel {100 * o['novel']:.1f}"
+                for name, o in own.items()
+            )
+            + "."
+        )
+        if "larvseg" in own:
+            o = own["larvseg"]
+            lines[-1] += (
+                f" At the end of LarvSeg's training {100 * o['bank_usable_base']:.0f}% of the base and "
+                f"{100 * o['bank_usable_novel']:.0f}% of the novel emoji had a usable memory bank (CA-Cls "
+                "attends with those only)."
+            )
+    return "\n".join(lines)
+
+
 def render_pooling_dilution(results: dict) -> str:
     lines = [
         f"Model `{results['model']}` ({results['categories']} emoji, mask-norm gamma "
@@ -189,6 +237,7 @@ RENDERERS = {
     "reproduce": render_reproduce,
     "main_command": render_main_command,
     "pooling_dilution": render_pooling_dilution,
+    "emoji_large": render_emoji_large,
 }
 
 

@@ -101,7 +101,48 @@ def test_reproduce_json_readme_plot_and_resume(tmp_path):
     )
 
 
-@pytest.mark.parametrize("name", ["reproduce", "main_command", "pooling_dilution"])
+def test_large_suite_json_readme_and_plot(tmp_path):
+    env = {**os.environ, "LARVSEG_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:emoji_large -->\n<!-- /results:emoji_large -->\n")
+    train_args = (
+        "--mask_crop_size 32 --image_crop_size 32 --eval_size 32 --per_device_train_batch_size 4 "
+        "--dataloader_num_workers 0 --memory_bank_size 2"
+    )
+    command = [sys.executable, str(REPRODUCE), "--suite", "large", "--categories", "8", "--steps", "3"]
+    command += ["--scale", "0.002", "--output_dir", str(tmp_path / "runs"), "--train_args", train_args]
+    command += ["--results", str(tmp_path / "emoji_large.json"), "--readme", str(readme)]
+    command += ["--plot", str(tmp_path / "plot.png")]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    results = json.loads((tmp_path / "emoji_large.json").read_text())
+    assert results["num_classes"] == 8 and results["num_base"] + results["num_novel"] == 8
+    assert results["counts"] == {
+        "num_mask_scenes": 24, "num_single_images": 16, "num_weak_scenes": 8, "num_eval_scenes": 2
+    }  # fmt: skip
+    assert set(results["settings"]) == {"baseline", "larvseg"}
+    for values in results["settings"].values():
+        assert all(0.0 <= values[key] <= 1.0 for key in ("base", "novel", "all")), values
+        assert values["wall_s"] > 0
+    assert results["minutes"] * 60 >= sum(v["wall_s"] for v in results["settings"].values())
+    # Equal compute, CA-Cls off in the baseline only; the runs trained on the benchmark the suite built (and timed).
+    runs = tmp_path / "runs" / "runs"
+    baseline, larvseg = (
+        json.loads((runs / f"{n}-seed0" / "command.json").read_text()) for n in ("baseline", "larvseg")
+    )
+    assert baseline[2:-2] == larvseg[2:] and baseline[-2:] == [
+        "--attentive_loss_weight",
+        "0",
+    ]  # after --output_dir
+    built = json.loads((tmp_path / "runs" / "benchmark_build.json").read_text())["root"]
+    for name in ("baseline", "larvseg"):
+        assert json.loads((runs / f"{name}-seed0" / "larvseg_training.json").read_text())["root"] == built
+    assert results_tables().render_emoji_large(results) in readme.read_text()
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("name", ["reproduce", "main_command", "pooling_dilution", "emoji_large"])
 def test_readme_tables_are_rendered_from_the_committed_results(name):
     tables = results_tables()
     path = tables.RESULTS / f"{name}.json"
@@ -112,6 +153,11 @@ def test_readme_tables_are_rendered_from_the_committed_results(name):
         for setting in results["settings"].values():
             for scores in setting["seeds"].values():
                 assert all(0.0 <= scores[key] <= 1.0 for key in ("base", "novel", "all"))
+    if name == "emoji_large":  # the schema, and its scale and compute bounds
+        assert results["num_classes"] >= 1500 and {"baseline", "larvseg"} <= set(results["settings"])
+        for values in results["settings"].values():
+            assert all(0.0 <= values[key] <= 1.0 for key in ("base", "novel", "all")) and values["wall_s"] > 0
+        assert results["minutes"] <= 60
     section = re.search(
         rf"<!-- results:{name} -->\n(.*?)\n<!-- /results:{name} -->", tables.README.read_text(), re.DOTALL
     )

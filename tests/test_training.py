@@ -305,6 +305,10 @@ def test_train_then_evaluate_end_to_end(vit_run, hf_env):
     assert len(rows) == len(ALL_NAMES)
     assert {row["split"] for row in rows} == {"base", "novel"}
     assert sum(row["split"] == "novel" for row in rows) == len(NOVEL_NAMES)
+    # The trainer's final evaluation wrote the same per-class table (and plot) next to the model.
+    with open(out / "per_class_iou.csv", newline="") as f:
+        assert list(csv.DictReader(f)) == rows
+    assert (out / "per_class_iou.png").stat().st_size > 0
 
 
 # --------------------------------------------------------------------------- 2. --config files

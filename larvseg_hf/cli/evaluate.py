@@ -30,7 +30,7 @@ from larvseg_hf.data.shift_scenes import build_shift_split
 from larvseg_hf.data.vocabulary_mapping import build_union_vocabulary
 from larvseg_hf.evaluation import evaluate_segmentation
 from larvseg_hf.metrics import scalar_results
-from larvseg_hf.metrics.reports import plot_per_class_iou, write_per_class_csv
+from larvseg_hf.metrics.reports import PER_CLASS_CSV, PER_CLASS_PNG, plot_per_class_iou, write_per_class_csv
 from larvseg_hf.training.record import TrainingRecord
 from larvseg_hf.training.setup import mapped_eval_rows, split_spec
 
@@ -142,10 +142,10 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     as_json = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in results.items()}
     (output_dir / "metrics.json").write_text(json.dumps({**summary, **shift, **as_json}, indent=2))
     per_class = metrics.per_class()
-    write_per_class_csv(output_dir / "per_class_iou.csv", per_class, names, base_ids)
-    plot_per_class_iou(output_dir / "per_class_iou.png", per_class, names, base_ids)
+    write_per_class_csv(output_dir / PER_CLASS_CSV, per_class, names, base_ids)
+    plot_per_class_iou(output_dir / PER_CLASS_PNG, per_class, names, base_ids)
     print(json.dumps({**scalar_results(results), **shift}, indent=2))
-    print(f"Per-class IoU: {output_dir / 'per_class_iou.csv'} and {output_dir / 'per_class_iou.png'}")
+    print(f"Per-class IoU: {output_dir / PER_CLASS_CSV} and {output_dir / PER_CLASS_PNG}")
     return {**results, **shift}
 
 

@@ -20,6 +20,7 @@ from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from larvseg_hf.data.collate import LarvSegCollator
+from larvseg_hf.metrics.reports import PER_CLASS_CSV, PER_CLASS_PNG, plot_per_class_iou, write_per_class_csv
 from larvseg_hf.training.arguments import parse_train_args
 from larvseg_hf.training.model_card import render_model_card
 from larvseg_hf.training.record import TrainingRecord
@@ -136,6 +137,10 @@ def run(argv: list[str] | None = None) -> dict[str, float]:
         TrainingRecord.from_dict(
             {"base_ids": data.base_ids, "novel_ids": data.novel_ids, **data.description}
         ).save(output_dir)
+        if trainer.segmentation_histograms is not None:  # the final evaluation's, as larvseg-evaluate writes
+            per_class = trainer.segmentation_histograms.per_class()
+            write_per_class_csv(output_dir / PER_CLASS_CSV, per_class, data.class_names, data.base_ids)
+            plot_per_class_iou(output_dir / PER_CLASS_PNG, per_class, data.class_names, data.base_ids)
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="LarvSeg model trained with larvseg-hf")
 

@@ -14,6 +14,10 @@ import numpy as np
 
 from .histograms import PerClassResults
 
+#: File names of the per-class reports that larvseg-evaluate and larvseg-train write.
+PER_CLASS_CSV = "per_class_iou.csv"
+PER_CLASS_PNG = "per_class_iou.png"
+
 
 def _split(class_id: int, base: set[int]) -> str:
     return "base" if class_id in base else "novel"
@@ -72,4 +76,4 @@ def plot_per_class_iou(
     return Path(path)
 
 
-__all__ = ["plot_per_class_iou", "write_per_class_csv"]
+__all__ = ["PER_CLASS_CSV", "PER_CLASS_PNG", "plot_per_class_iou", "write_per_class_csv"]

@@ -15,7 +15,7 @@ from transformers import Trainer
 from ..evaluation import evaluate_segmentation
 from ..head_larvseg import LarvSegMaskNorm
 from ..image_processing_larvseg import LarvSegImageProcessor
-from ..metrics import scalar_results
+from ..metrics import SegmentationMetrics, scalar_results
 
 LOSS_TERMS = ("supervised_loss", "image_level_loss", "attentive_loss")
 NO_DECAY_KEYWORDS = ("position_embeddings", "cls_token", "mask_token", "mask_norm.", "norm", "bias")
@@ -28,7 +28,8 @@ class LarvSegTrainer(Trainer):
     mean_accuracy, overall_accuracy, base_mean_iou, novel_mean_iou, num_classes_present, with the key
     prefix), so log_history, trainer_state.json and eval_results.json stay small at any vocabulary size; the
     full results, with the per_category_iou / per_category_accuracy arrays, are kept in
-    `self.segmentation_results` (unprefixed) after each evaluation.
+    `self.segmentation_results` (unprefixed) after each evaluation, its per-class histograms (for the per-class
+    CSV and plot) in `self.segmentation_histograms`.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class LarvSegTrainer(Trainer):
         self.eval_coseg = eval_coseg
         self.model_card_text: str | None = None
         self.segmentation_results: dict[str, Any] | None = None
+        self.segmentation_histograms: SegmentationMetrics | None = None
         self._term_sums = torch.zeros(len(LOSS_TERMS))
         self._term_count = 0
 
@@ -167,7 +169,7 @@ class LarvSegTrainer(Trainer):
             for buffer in model.buffers():
                 torch.distributed.broadcast(buffer.data, src=0)
         shard = (row for i, row in enumerate(rows) if i % world == rank)
-        results, _ = evaluate_segmentation(
+        results, histograms = evaluate_segmentation(
             model,
             processor,
             shard,
@@ -180,6 +182,7 @@ class LarvSegTrainer(Trainer):
             gather=gather_object if world > 1 else None,
         )
         self.segmentation_results = results
+        self.segmentation_histograms = histograms
         metrics = {f"{metric_key_prefix}_{k}": v for k, v in scalar_results(results).items()}
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
