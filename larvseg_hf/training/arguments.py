@@ -160,6 +160,15 @@ class DataArguments:
             "of the datasets' classes."
         },
     )
+    extra_classes: str | None = field(
+        default=None,
+        metadata={
+            "help": "A known vocabulary whose classes are added after the training classes, e.g. imagenet-21k: "
+            "the model can name them with no data for them (start them from their names with --text_init). "
+            "A class already in the vocabulary, by name or synonym, is not added twice. Works with the built-in "
+            "benchmark and with --vocabulary."
+        },
+    )
     image_column: list[str] = field(
         default_factory=list,
         metadata={

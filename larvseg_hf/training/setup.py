@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -19,9 +20,9 @@ from ..data.transforms import TrainTransform
 from ..data.validation import validate_sources
 from ..data.vocabulary_mapping import VocabularyMapping, build_union_vocabulary
 from ..image_processing_larvseg import BACKBONE_SETTINGS, LarvSegImageProcessor
-from ..known_vocabularies import known_vocabulary
+from ..known_vocabularies import KnownVocabulary, known_vocabulary
 from ..modeling_larvseg import LarvSegForSemanticSegmentation
-from ..vocabulary import UnionVocabulary
+from ..vocabulary import UNMAPPED, UnionVocabulary
 from .arguments import DataArguments, ModelArguments
 from .presets import backbone_preset
 
@@ -184,8 +185,36 @@ def known_target(data_args: DataArguments) -> UnionVocabulary | None:
 
 def load_training_data(data_args: DataArguments, *, show_progress: bool = True) -> TrainingData:
     target = known_target(data_args)  # before any dataset loads: an unknown name fails at once
-    if data_args.uses_builtin:
-        return _builtin_data(data_args, show_progress)
+    extra = known_vocabulary(data_args.extra_classes) if data_args.extra_classes else None
+    data = (
+        _builtin_data(data_args, show_progress)
+        if data_args.uses_builtin
+        else _dataset_data(data_args, target)
+    )
+    if extra is not None:
+        data.mapping = with_extra_classes(data.mapping, extra)
+        data.description["extra_classes"] = extra.name
+    return data
+
+
+def with_extra_classes(mapping: VocabularyMapping, extra: KnownVocabulary) -> VocabularyMapping:
+    """`mapping` with `extra`'s classes appended after the datasets were mapped (their ids unchanged), so the
+    added classes have no data; one the vocabulary already has, by normalised name or synonym, is skipped."""
+    vocabulary = mapping.vocabulary
+    added = [name for name in extra.class_names if vocabulary.get(name) == UNMAPPED]
+    names = [*vocabulary.names, *added]
+    union = UnionVocabulary(names, synonyms=vocabulary.synonyms, frozen=True)
+    logger.info(
+        "--extra_classes %s: %d classes added (%d already in the vocabulary); %d in all",
+        extra.name,
+        len(added),
+        len(extra.class_names) - len(added),
+        len(names),
+    )
+    return dataclasses.replace(mapping, vocabulary=union)
+
+
+def _dataset_data(data_args: DataArguments, target: UnionVocabulary | None) -> TrainingData:
     check_column_specs(data_args)
     options_module.check_targets(data_args.dataset_options, _specs_by_role(data_args))
     sources: list[SourceDataset] = []
