@@ -130,8 +130,9 @@ class LarvSegLoss(nn.Module):
         if labels is not None:
             valid = labels != config.ignore_index
             is_mask = valid.flatten(1).any(1)
-            rows = torch.arange(batch, device=device)[:, None, None].expand_as(labels)
-            present[rows[valid], labels[valid]] = True
+            # One flat write of (sample, class) cells: cheaper than a 2-D advanced index over every pixel.
+            cells = torch.arange(batch, device=device)[:, None, None] * config.num_labels + labels
+            present.view(-1)[cells[valid]] = True
         if image_labels is not None:
             present |= image_labels > 0
         pools = self.source_pools if config.per_source_columns and source_index is not None else None

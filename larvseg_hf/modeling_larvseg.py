@@ -386,14 +386,16 @@ def _union_layout(
     groups: list[ScoredGroup], columns: torch.Tensor, batch: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Grouped scores and logits on the batch's one column axis (`columns`), 0 where a sample's group did
-    not score a column (class_mask says which it did), for the output."""
+    not score a column (class_mask says which it did), for the output only: the losses read the groups, so
+    this copy is written in place without autograd (no gradient flows back through the output's logits)."""
     first = groups[0].logits
     scores = first.new_zeros(batch, columns.numel(), *first.shape[-2:])
     logits = first.new_zeros(batch, columns.numel(), *first.shape[-2:])
-    for group in groups:  # a handful
-        rows, positions = group.rows[:, None], torch.searchsorted(columns, group.columns)[None, :]
-        scores = scores.index_put((rows, positions), group.scores)
-        logits = logits.index_put((rows, positions), group.logits)
+    with torch.no_grad():
+        for group in groups:  # a handful
+            rows, positions = group.rows[:, None], torch.searchsorted(columns, group.columns)[None, :]
+            scores.index_put_((rows, positions), group.scores)
+            logits.index_put_((rows, positions), group.logits)
     return scores, logits
 
 
