@@ -172,3 +172,28 @@ def test_loads_with_remote_code_only_and_segments(run_21k, hf_env, tmp_path):  #
     some = predict(model, processor, image_path, classes=picked)
     assert set(np.unique(some.label_map).tolist()) <= set(some.classes)
     assert len(some.classes) == 4 and max(some.classes) >= len(bench.class_names)
+
+
+def test_extra_classes_skip_names_and_synonyms_already_there_and_keep_ids():
+    from larvseg_hf.data.vocabulary_mapping import VocabularyMapping
+    from larvseg_hf.known_vocabularies import KnownVocabulary
+    from larvseg_hf.training.setup import with_extra_classes
+    from larvseg_hf.vocabulary import UnionVocabulary
+
+    vocabulary = UnionVocabulary(["background", "cat", "Potted Plant"], synonyms={"kitty": "cat"})
+    index_maps = {"masks": np.array([0, 1, 2])}
+    mapping = VocabularyMapping(vocabulary, index_maps, {})
+    extra = KnownVocabulary("extra", ("Kitty", "potted-plant", "zebra", "cat", "tench"))
+    extended = with_extra_classes(mapping, extra)
+    assert extended.vocabulary.names == ["background", "cat", "potted plant", "zebra", "tench"]
+    assert extended.index_maps["masks"].tolist() == [0, 1, 2]  # the data's ids are unchanged
+    assert extended.vocabulary.get("kitty") == 1  # the old synonyms still resolve
+
+
+def test_unknown_extra_vocabulary_is_named_before_any_data_loads(tmp_path):
+    from larvseg_hf.training.arguments import DataArguments
+    from larvseg_hf.training.setup import load_training_data
+
+    with pytest.raises(ValueError, match="unknown vocabulary 'imagenet-99k'.*Known"):
+        load_training_data(DataArguments(extra_classes="imagenet-99k", builtin_root=str(tmp_path)))
+    assert not any(tmp_path.iterdir())  # nothing was built
