@@ -223,9 +223,12 @@ for _ in range(repeats + 1):  # the first run is a warm-up
         segmentation = processor.post_process_semantic_segmentation(outputs, target_sizes=[(side, side)])[0]
     times.append(time.perf_counter() - start)
     cpu_times.append(time.process_time() - cpu)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if len(times) == 1:  # one inference with nothing else alive (the class-vector cache built on the way)
+        first_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # later repeats: the previous output alive
 best = min(range(1, repeats + 1), key=lambda i: times[i])
-print(json.dumps({"built_rss": built_rss, "built_peak": built_peak, "peak": peak, "time": times[best],
+print(json.dumps({"built_rss": built_rss, "built_peak": built_peak, "first_peak": first_peak, "peak": peak,
+                  "time": times[best],
                   "forward": forward_times[best], "cpu": min(cpu_times[1:]),
                   "candidates": int(candidate_classes(outputs.logits[0]).numel()),
                   "shape": list(segmentation.shape), "max_id": int(segmentation.max())}))
@@ -267,7 +270,11 @@ def bench_inference(small: int, large: int, side: int, repeats: int, rounds: int
             f"   {'':15s} forward {best[n]['forward']:.2f} s + post-process {best[n]['time'] - best[n]['forward']:.2f} s; "
             f"upsampled argmax kept {best[n]['candidates']} of {n} classes as candidates"
         )
-    print(f"   extra peak memory:  {(peak[large] - peak[small]) / GIB:6.2f} GiB   (target <= 1 GiB)")
+    first = {n: max(run["first_peak"] for run in r) for n, r in runs.items()}
+    print(
+        f"   extra peak memory:  {(first[large] - first[small]) / GIB:6.2f} GiB for one inference, "
+        f"{(peak[large] - peak[small]) / GIB:.2f} GiB over repeats with the previous output alive   (target <= 1 GiB)"
+    )
     print(
         f"   time ratio:         {best[large]['time'] / best[small]['time']:6.2f}x wall, "
         f"{cpu[large] / cpu[small]:.2f}x CPU   (target <= 1.3x)"
