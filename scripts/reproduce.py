@@ -98,8 +98,8 @@ LARGE_SETTINGS: dict[str, tuple[str, list[str]]] = {
     "baseline": ("simple baseline (CA-Cls off)", ["--attentive_loss_weight", "0"]),
     "larvseg": ("LarvSeg (+ CA-Cls)", []),
 }
-#: The large suite's benchmark: scenes scaled to about 8 mask instances per base emoji and 10 image-level
-#: labels per emoji, and eval scenes that show most emoji at least once; the build takes about 7 minutes.
+#: The large suite's benchmark (2-5 emoji a scene): about 44 mask instances per base emoji, about 14
+#: image-level labels per emoji, and eval scenes that show nearly every emoji; the build takes about 2.5 min.
 LARGE_COUNTS = {
     "num_mask_scenes": 12000,
     "num_single_images": 8000,
@@ -196,9 +196,9 @@ def run_row(output_dir: Path) -> dict[str, float]:
 def extra_evaluations(
     output_dir: Path, coseg: bool, oracle: bool, shift: bool = True, own_classes: bool = False
 ) -> dict[str, dict[str, float]]:
-    """Coseg-inference scores and one-point oracle propagation of a trained run on its eval scenes, and its
-    scores on the benchmark's distribution-shift split; kept in the run's folder (with their seconds) so
-    that a later invocation reuses them."""
+    """Coseg-inference scores and one-point oracle propagation of a trained run on its eval scenes, its
+    scores on the benchmark's distribution-shift split, and its own-classes scores (`own_classes_scores`);
+    kept in the run's folder (with their seconds) so that a later invocation reuses them."""
     from larvseg_hf.data.shift_scenes import SHIFT_VERSION
 
     cache = output_dir / "extra_evaluations.json"

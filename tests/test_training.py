@@ -114,7 +114,9 @@ WRAPPER = textwrap.dedent(
 )
 
 # Loads a saved model folder through trust_remote_code alone: larvseg_hf is made unimportable first.
-REMOTE_CODE_CHECK = textwrap.dedent(
+# Loads a saved folder with trust_remote_code only (larvseg_hf blocked) and segments one image; scripts that
+# use it append what they print.
+REMOTE_CODE_SEGMENT = textwrap.dedent(
     """
     import json, sys
     sys.modules["larvseg_hf"] = None  # any `import larvseg_hf` now raises ImportError
@@ -123,14 +125,18 @@ REMOTE_CODE_CHECK = textwrap.dedent(
     from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation
 
     folder, image_path = sys.argv[1], sys.argv[2]
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
     model = AutoModelForSemanticSegmentation.from_pretrained(folder, trust_remote_code=True).eval()
-    base = AutoModel.from_pretrained(folder, trust_remote_code=True)
     processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
     image = Image.open(image_path).convert("RGB")
     with torch.no_grad():
         outputs = model(**processor(image, return_tensors="pt"))
     label_map = processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1]])[0]
+    """
+)
+REMOTE_CODE_CHECK = REMOTE_CODE_SEGMENT + textwrap.dedent(
+    """
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+    base = AutoModel.from_pretrained(folder, trust_remote_code=True)
     print(json.dumps({
         "modules": [type(config).__module__, type(model).__module__, type(base).__module__,
                     type(processor).__module__],

