@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .configuration_larvseg import LarvSegConfig
@@ -23,6 +22,7 @@ from .losses_larvseg import (
     topk_slot_features,
 )
 from .memory_bank_larvseg import LarvSegMemoryBank
+from .resize_larvseg import bilinear_resize, nearest_resize
 
 LOSS_TERMS = ("supervised_loss", "image_level_loss", "attentive_loss")
 
@@ -125,14 +125,16 @@ class LarvSegLoss(nn.Module):
         Returns (sample rows, sorted column ids) per group, or one group (rows None: every sample) of every
         class when no sampling is needed; `union_columns` puts them on one column axis."""
         config, device = self.config, self.source_pools.device
-        present = torch.zeros(batch, config.num_labels, dtype=torch.bool, device=device)  # per sample
+        # Per sample, with one extra column that every unlabelled pixel writes to and that is then dropped:
+        # one scatter over the pixels, no boolean indexing.
+        present = torch.zeros(batch, config.num_labels + 1, dtype=torch.bool, device=device)
         is_mask = torch.zeros(batch, dtype=torch.bool, device=device)
         if labels is not None:
             valid = labels != config.ignore_index
             is_mask = valid.flatten(1).any(1)
-            # One flat write of (sample, class) cells: cheaper than a 2-D advanced index over every pixel.
-            cells = torch.arange(batch, device=device)[:, None, None] * config.num_labels + labels
-            present.view(-1)[cells[valid]] = True
+            cells = labels.masked_fill(~valid, config.num_labels).flatten(1)
+            present.scatter_(1, cells, True)
+        present = present[:, :-1]
         if image_labels is not None:
             present |= image_labels > 0
         pools = self.source_pools if config.per_source_columns and source_index is not None else None
@@ -296,51 +298,68 @@ class LarvSegLoss(nn.Module):
         config = self.config
         rate = config.loss_downsample_rate
         size = (image_size[0] // rate, image_size[1] // rate)
-        upsampled = F.interpolate(logits, size, mode="bilinear", align_corners=False)
-        zero = upsampled.sum() * 0.0
-        terms = dict.fromkeys(LOSS_TERMS, zero if reduce else ItemLosses.empty(upsampled))
+        zero = logits.sum() * 0.0
+        terms = dict.fromkeys(LOSS_TERMS, zero if reduce else ItemLosses.empty(logits))
 
         writes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         if labels is not None:
             # Vocabulary id -> column; ids outside this step's columns cannot occur (present ids are always kept).
+            # Nearest resizing copies ids, so they are taken at the loss and feature resolutions first and
+            # mapped there, not at full resolution.
             to_column = torch.full(
                 (config.num_labels,), config.ignore_index, dtype=torch.long, device=labels.device
             )
             to_column[columns] = torch.arange(columns.numel(), device=labels.device)
-            valid = labels != config.ignore_index
-            full_column_labels = torch.where(valid, to_column[labels.clamp(min=0)], labels)[:, None].float()
-            column_labels = F.interpolate(full_column_labels, size, mode="nearest")[:, 0].long()
-            terms["supervised_loss"] = supervised_loss(
-                upsampled, column_labels, class_mask, config.ignore_index, image_source, reduce=reduce
-            )
+
+            def column_labels_at(shape):
+                resized = nearest_resize(labels, shape)
+                return torch.where(resized != config.ignore_index, to_column[resized.clamp(min=0)], resized)
+
+            column_labels = column_labels_at(size)
+            if (column_labels != config.ignore_index).any():  # image-level samples: no supervised pixel
+                terms["supervised_loss"] = supervised_loss(
+                    bilinear_resize(logits, size),
+                    column_labels,
+                    class_mask,
+                    config.ignore_index,
+                    image_source,
+                    reduce=reduce,
+                )
             if self.training and config.attentive_loss_weight > 0 and config.memory_bank_from_masks:
-                feature_labels = F.interpolate(full_column_labels, features.shape[-2:], mode="nearest")[:, 0]
                 column, slot, count = mask_slot_features(
-                    features, scores, feature_labels.long(), config.memory_bank_topk, config.ignore_index
+                    features,
+                    scores,
+                    column_labels_at(features.shape[-2:]),
+                    config.memory_bank_topk,
+                    config.ignore_index,
                 )
                 writes.append((columns[column], slot, count))
 
         if image_labels is not None:
             targets = image_labels[:, columns] > 0
-            real = None  # the image's own pixels at loss and feature resolution
-            if pixel_mask is not None:
-                real = tuple(
-                    F.interpolate(pixel_mask[:, None].float(), shape, mode="nearest")[:, 0] > 0.5
-                    for shape in (size, features.shape[-2:])
-                )
+            # The image's own pixels at loss and at feature resolution (the latter None: all of them). The
+            # image-level terms pool the logits as upsampled to the loss resolution, computed at the logits'
+            # own resolution (the pooling weights are brought down instead: see masked_mean_pool).
+            if pixel_mask is None:
+                real_loss = torch.ones(logits.shape[0], *size, dtype=torch.bool, device=logits.device)
+                real_features = None
+            else:
+                real_loss = nearest_resize(pixel_mask.bool(), size)
+                real_features = nearest_resize(pixel_mask.bool(), features.shape[-2:])
             terms["image_level_loss"] = image_level_loss(
-                upsampled, targets, class_mask, None if real is None else real[0], image_source, reduce=reduce
+                logits, targets, class_mask, real_loss, image_source, reduce=reduce
             )
             if config.attentive_loss_weight > 0:
                 terms["attentive_loss"], pair_writes = self._attentive_loss(
                     memory_bank,
-                    upsampled,
+                    logits,
                     features,
                     scores,
                     columns,
                     class_mask,
                     targets,
-                    real,
+                    real_loss,
+                    real_features,
                     image_source,
                     reduce,
                 )
@@ -352,19 +371,20 @@ class LarvSegLoss(nn.Module):
     def _attentive_loss(
         self,
         memory_bank,
-        upsampled,
+        logits,
         features,
         scores,
         columns,
         class_mask,
         targets,
-        real=None,
+        real_loss,
+        real_features=None,
         image_source=None,
         reduce: bool = True,
     ) -> tuple[torch.Tensor | ItemLosses, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
         """CA-Cls loss and, in training, the (column, slot mean, pixels averaged) of each image-level pair
-        for the caller to enqueue. `real`: the image's own pixels at loss and at feature resolution, or None for all."""
-        real_loss, real_features = (None, None) if real is None else real
+        for the caller to enqueue. `real_loss`, `real_features`: the image's own pixels at loss resolution,
+        at which the attention is applied, and at feature resolution (None: all of them)."""
         pair_image, pair_column, pair_rank = image_label_pairs(targets)
         usable = memory_bank.usable(columns)
         attention = self.attention_logits(
@@ -379,13 +399,9 @@ class LarvSegLoss(nn.Module):
             class_mask,
             real_features,
         )
-        attention = torch.sigmoid(
-            F.interpolate(attention[:, None], upsampled.shape[-2:], mode="bilinear", align_corners=False)[
-                :, 0
-            ]
-        )
+        attention = torch.sigmoid(bilinear_resize(attention, real_loss.shape[-2:]))
         loss = attentive_image_level_loss(
-            upsampled,
+            logits,
             attention,
             pair_image,
             pair_column,

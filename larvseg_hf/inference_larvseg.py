@@ -9,6 +9,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .resize_larvseg import bilinear_source_index
+
 # upsampled_argmax upsamples the union of candidate channels with F.interpolate when it holds at most
 # this many channels, and refines candidates per cell otherwise (_per_cell_argmax).
 _EXACT_PATH_CHANNELS = 64
@@ -115,17 +117,6 @@ def _exact_argmax(
             best_value = torch.where(better, value, best_value)
             best_index = torch.where(better, index, best_index)
     return best_index
-
-
-def _source_index(
-    in_size: int, out_size: int, dtype: torch.dtype, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """PyTorch's bilinear source indices (align_corners=False, no scale factor): for each output index,
-    the lower input index i0 and the weight of input index min(i0 + 1, in_size - 1)."""
-    scale = torch.tensor(float(in_size), dtype=dtype, device=device) / out_size
-    source = (scale * (torch.arange(out_size, dtype=dtype, device=device) + 0.5) - 0.5).clamp_min(0)
-    index = source.long().clamp_max(in_size - 1)  # truncation is floor: source >= 0
-    return index, source - index
 
 
 def _bilinear(corners: torch.Tensor, row_weight: torch.Tensor, col_weight: torch.Tensor) -> torch.Tensor:
@@ -253,8 +244,8 @@ def _per_cell_argmax(
         return None
     dtype = _compute_dtype(logits.dtype)
 
-    row_cell, row_weight = _source_index(h, height, dtype, device)
-    col_cell, col_weight = _source_index(w, width, dtype, device)
+    row_cell, row_weight = bilinear_source_index(h, height, dtype, device)
+    col_cell, col_weight = bilinear_source_index(w, width, dtype, device)
     rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
     row_start, row_end = torch.searchsorted(row_cell, rows), torch.searchsorted(row_cell, rows, right=True)
     col_start, col_end = torch.searchsorted(col_cell, cols), torch.searchsorted(col_cell, cols, right=True)

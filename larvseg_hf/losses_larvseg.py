@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .resize_larvseg import bilinear_resize_transposed
+
 STANDARDIZE_EPS = 1e-5
 
 
@@ -143,11 +145,15 @@ def pooled_pair_cross_entropy(
 
 
 def masked_mean_pool(logits: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, K, H, W) -> (B, K): the mean over each image's real pixels."""
+    """(B, K, h, w) -> (B, K): the mean over each image's real pixels. A `pixel_mask` (B, H, W) larger than the
+    logits pools the logits bilinearly upsampled to its size, computed without upsampling them (the mask is
+    brought down by the resize's transpose: pooling is linear)."""
     if pixel_mask is None:
         return logits.mean((2, 3))
     weights = pixel_mask.to(logits.dtype)
-    return torch.einsum("bkhw,bhw->bk", logits, weights) / weights.sum((1, 2)).clamp(min=1)[:, None]
+    count = weights.sum((1, 2)).clamp(min=1)
+    weights = bilinear_resize_transposed(weights, logits.shape[-2:])
+    return torch.einsum("bkhw,bhw->bk", logits, weights) / count[:, None]
 
 
 def image_level_loss(
@@ -363,10 +369,11 @@ def attentive_image_level_loss(
 ) -> torch.Tensor | ItemLosses:
     """The image-level loss on attentive logits (logits of every column times the pair's attention).
 
-    `attention` (P, H, W) in (0, 1) at the logits' resolution; `valid` (P,) drops pairs whose class
-    has no usable bank yet; `pixel_mask` (B, H, W) pools over real pixels only. The pooled attentive
-    logits of all pairs come from one einsum over a per-image padded layout, so logits are never
-    copied per pair.
+    `attention` (P, H, W) in (0, 1); `valid` (P,) drops pairs whose class has no usable bank yet;
+    `pixel_mask` (B, H, W) pools over real pixels only. Logits smaller than the attention (B, K, h, w) are
+    pooled as if bilinearly upsampled to (H, W), without upsampling them: each pair's pixel weights are
+    brought down by the resize's transpose instead (pooling is linear). The pooled attentive logits of
+    all pairs come from one einsum over a per-image padded layout, so logits are never copied per pair.
     """
     if valid is not None:
         pair_image, pair_column, pair_rank, attention = (
@@ -378,15 +385,17 @@ def attentive_image_level_loss(
     if pair_image.numel() == 0:
         return _zero_loss(logits) if reduce else ItemLosses.empty(logits)
     batch, _, height, width = logits.shape
-    slots = int(pair_rank.max()) + 1
-    padded = attention.new_zeros(batch, slots, height * width)
-    padded[pair_image, pair_rank] = attention.flatten(1).to(padded.dtype)
-    count = torch.full((batch, 1, 1), float(height * width), device=logits.device)
+    weights = attention.to(logits.dtype)
+    count = torch.full((batch,), float(attention.shape[-2] * attention.shape[-1]), device=logits.device)
     if pixel_mask is not None:
-        weights = pixel_mask.flatten(1).to(padded.dtype)  # (B, X)
-        padded = padded * weights[:, None, :]
-        count = weights.sum(1).clamp(min=1)[:, None, None]
-    pooled = torch.einsum("bkx,blx->blk", logits.flatten(2), padded) / count
+        real = pixel_mask.to(logits.dtype)
+        weights = weights * real[pair_image]
+        count = real.sum((1, 2)).clamp(min=1)
+    weights = bilinear_resize_transposed(weights, (height, width))
+    slots = int(pair_rank.max()) + 1
+    padded = weights.new_zeros(batch, slots, height * width)
+    padded[pair_image, pair_rank] = weights.flatten(1)
+    pooled = torch.einsum("bkx,blx->blk", logits.flatten(2), padded) / count[:, None, None]
     pooled = pooled[pair_image, pair_rank]  # (P, K)
     losses = pooled_pair_cross_entropy(pooled, pair_image, pair_column, image_targets, class_mask)
     return _reduced(losses, pair_image, image_source, reduce)

@@ -1,0 +1,1 @@
+../../larvseg_hf/resize_larvseg.py

@@ -1,0 +1,105 @@
+# Copyright 2026 The larvseg-hf authors. Licensed under the Apache License, Version 2.0.
+"""PyTorch's bilinear resampling convention (`F.interpolate(mode="bilinear", align_corners=False)`, no scale
+factor), owned once: the source indices the large-vocabulary argmax refines with, and bilinear resizing as two
+small matrix products, which training uses to bring logits to the loss resolution. On CPU, PyTorch's
+upsampling kernel and its backward take several times as long as the two matmuls (see bench_step_share.py)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def bilinear_source_index(
+    in_size: int, out_size: int, dtype: torch.dtype, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each output index, the lower input index i0 and the weight of input index min(i0 + 1, in_size - 1)."""
+    scale = torch.tensor(float(in_size), dtype=dtype, device=device) / out_size
+    source = (scale * (torch.arange(out_size, dtype=dtype, device=device) + 0.5) - 0.5).clamp_min(0)
+    index = source.long().clamp_max(in_size - 1)  # truncation is floor: source >= 0
+    return index, source - index
+
+
+def nearest_resize(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`F.interpolate(values, size, mode="nearest")` for (..., H, W) values of any dtype (ids, masks) by index:
+    output pixel (i, j) copies source pixel (floor(i * H / h), floor(j * W / w)), in PyTorch's float32."""
+    height, width = values.shape[-2:]
+    if (height, width) == (int(size[0]), int(size[1])):
+        return values
+    rows, cols = (
+        (
+            torch.arange(int(out), device=values.device)
+            * (torch.tensor(float(n), device=values.device) / int(out))
+        )
+        .floor()
+        .long()
+        .clamp_max(n - 1)
+        for n, out in ((height, size[0]), (width, size[1]))
+    )
+    return values[..., rows[:, None], cols[None, :]]
+
+
+_MATRICES: dict[tuple, torch.Tensor] = {}
+
+
+def bilinear_matrix(
+    in_size: int, out_size: int, dtype: torch.dtype, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """(out_size, in_size) matrix whose product with a signal along one axis is its bilinear resize.
+    Cached: a training run asks for the same few sizes at every step."""
+    key = (in_size, out_size, dtype, torch.device(device) if device is not None else torch.device("cpu"))
+    matrix = _MATRICES.get(key)
+    if matrix is None:
+        # The weights in PyTorch's own arithmetic: float32 for every float type but float64.
+        compute = torch.float64 if dtype == torch.float64 else torch.float32
+        index, weight = bilinear_source_index(in_size, out_size, compute, key[3])
+        rows = torch.arange(out_size, device=key[3])
+        matrix = torch.zeros(out_size, in_size, dtype=compute, device=key[3])
+        matrix.index_put_((rows, index), 1 - weight, accumulate=True)
+        matrix.index_put_((rows, (index + 1).clamp_max(in_size - 1)), weight, accumulate=True)
+        matrix = _MATRICES.setdefault(key, matrix.to(dtype))
+    return matrix
+
+
+def bilinear_resize(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`F.interpolate(values, size, mode="bilinear", align_corners=False)` for (..., h, w) values, as
+    (H, h) @ values @ (w, W): the same weights, summed in another order (a few eps apart). float16 and
+    bfloat16 are resized in float32 and rounded once, as PyTorch's kernel does."""
+    height, width = int(size[0]), int(size[1])
+    h, w = values.shape[-2:]
+    if (h, w) == (height, width):
+        return values
+    dtype = values.dtype
+    compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    values = values.to(compute)
+    if w != width:
+        values = torch.matmul(values, bilinear_matrix(w, width, compute, values.device).T)
+    if h != height:
+        values = torch.matmul(bilinear_matrix(h, height, compute, values.device), values)
+    return values.to(dtype)
+
+
+def bilinear_resize_transposed(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The transpose of `bilinear_resize` from `size` = (h, w) to values' (H, W): (h, H) @ values @ (W, w).
+    Pooling is linear, so a weighted sum of upsampled maps is the sum of the maps weighted by the weights
+    brought down this way: one weight map per image instead of K upsampled maps."""
+    h, w = int(size[0]), int(size[1])
+    height, width = values.shape[-2:]
+    if (h, w) == (height, width):
+        return values
+    dtype = values.dtype
+    compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    values = values.to(compute)
+    if width != w:
+        values = torch.matmul(values, bilinear_matrix(w, width, compute, values.device))
+    if height != h:
+        values = torch.matmul(bilinear_matrix(h, height, compute, values.device).T, values)
+    return values.to(dtype)
+
+
+__all__ = [
+    "nearest_resize",
+    "bilinear_matrix",
+    "bilinear_resize",
+    "bilinear_resize_transposed",
+    "bilinear_source_index",
+]
