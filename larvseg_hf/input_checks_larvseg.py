@@ -42,9 +42,10 @@ def check_inputs(
             raise ValueError(
                 f"labels must be (batch, height, width) = {(batch, height, width)}, got {tuple(labels.shape)}"
             )
-        labeled = labels[labels != config.ignore_index]
-        bad = labeled[(labeled < 0) | (labeled >= config.num_labels)]
-        if bad.numel():
+        # Elementwise tests and one any(): this runs on every training step's full-resolution labels.
+        outside = ((labels < 0) | (labels >= config.num_labels)) & (labels != config.ignore_index)
+        if outside.any():
+            bad = labels[outside]
             raise ValueError(
                 f"labels hold ids {bad.unique().tolist()[:10]} outside the vocabulary [0, {config.num_labels}) "
                 f"that are not ignore_index={config.ignore_index}."
