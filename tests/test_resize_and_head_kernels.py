@@ -1,0 +1,120 @@
+"""The hand-written kernels on the training path against the PyTorch operations they stand for: bilinear and
+nearest resizing (resize_larvseg.py), pooling through the resize's transpose, and the head's fused neck +
+projection and row normalisation with closed-form backwards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from larvseg_hf.head_larvseg import LarvSegHead, _NeckThenProjection, _NormalizeRows
+from larvseg_hf.losses_larvseg import masked_mean_pool
+from larvseg_hf.resize_larvseg import bilinear_resize, bilinear_resize_transposed, nearest_resize
+
+SIZES = [((16, 16), (32, 32)), ((7, 13), (30, 17)), ((5, 5), (3, 4)), ((1, 3), (4, 4)), ((8, 8), (8, 8))]
+
+
+@pytest.mark.parametrize(("small", "large"), SIZES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_bilinear_resize_is_interpolate(small, large, dtype):
+    values = torch.randn(2, 3, *small, generator=torch.Generator().manual_seed(0)).to(dtype)
+    expected = F.interpolate(values, large, mode="bilinear", align_corners=False)
+    resized = bilinear_resize(values, large)
+    assert resized.dtype == dtype and resized.shape == expected.shape
+    tolerance = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
+    torch.testing.assert_close(resized.double(), expected.double(), rtol=0, atol=tolerance)
+
+
+@pytest.mark.parametrize(("small", "large"), SIZES)
+def test_transposed_resize_is_the_adjoint(small, large):
+    """<resize(x), y> == <x, resize^T(y)> for every x, y: what lets pooling run at the logits' resolution."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(3, *small, dtype=torch.float64, generator=generator)
+    y = torch.randn(3, *large, dtype=torch.float64, generator=generator)
+    down = bilinear_resize_transposed(y, small)
+    assert down.shape == x.shape
+    torch.testing.assert_close((bilinear_resize(x, large) * y).sum(), (x * down).sum())
+    # And it is autograd's own adjoint of F.interpolate.
+    x.requires_grad_(True)
+    F.interpolate(x[None], large, mode="bilinear", align_corners=False)[0].backward(y)
+    torch.testing.assert_close(x.grad, down)
+
+
+def test_pooling_through_the_transpose_equals_pooling_the_upsampled_logits():
+    generator = torch.Generator().manual_seed(2)
+    logits = torch.randn(3, 5, 6, 7, dtype=torch.float64, generator=generator)
+    real = torch.rand(3, 24, 28, generator=generator) > 0.3
+    upsampled = F.interpolate(logits, (24, 28), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(masked_mean_pool(logits, real), masked_mean_pool(upsampled, real))
+    # Every pixel real: the mean of the upsampled logits, which for a non-integer factor is not the plain
+    # mean of the logits (bilinear resizing weighs border pixels unevenly).
+    every = torch.ones(3, 20, 23, dtype=torch.bool)
+    upsampled = F.interpolate(logits, (20, 23), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(masked_mean_pool(logits, every), upsampled.mean((2, 3)))
+    assert not torch.allclose(masked_mean_pool(logits, every), logits.mean((2, 3)))
+
+
+@pytest.mark.parametrize(
+    ("source", "target"), [((128, 128), (32, 32)), ((100, 77), (25, 19)), ((10, 10), (30, 7))]
+)
+def test_nearest_resize_is_interpolate_for_ids_and_masks(source, target):
+    ids = torch.randint(-100, 5000, (3, *source), generator=torch.Generator().manual_seed(3))
+    expected = F.interpolate(ids[:, None].double(), target, mode="nearest")[:, 0].long()
+    assert torch.equal(nearest_resize(ids, target), expected)
+    mask = ids > 2000
+    assert torch.equal(nearest_resize(mask, target), expected > 2000)
+
+
+def test_fused_neck_and_projection_gradients():
+    generator = torch.Generator().manual_seed(4)
+    rows, neck, bias, projection = (
+        torch.randn(*shape, dtype=torch.float64, generator=generator).requires_grad_(True)
+        for shape in ((30, 7), (5, 7), (5,), (5, 5))
+    )
+    assert torch.autograd.gradcheck(_NeckThenProjection.apply, (rows, neck, bias, projection))
+    torch.testing.assert_close(
+        _NeckThenProjection.apply(rows, neck, bias, projection),
+        F.linear(F.linear(rows, neck, bias), projection),
+    )
+
+
+def test_row_normalisation_matches_f_normalize_including_zero_rows():
+    rows = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    rows[0] = 0.0
+    rows[1] = 1e-14  # below eps: the norm is clamped, its gradient is cut as in F.normalize
+    rows.requires_grad_(True)
+    grad = torch.randn(6, 4, dtype=torch.float64)
+    ours = _NormalizeRows.apply(rows, 1e-12)
+    (ours_grad,) = torch.autograd.grad(ours, rows, grad)
+    theirs = F.normalize(rows, dim=-1)
+    (theirs_grad,) = torch.autograd.grad(theirs, rows, grad)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(ours_grad, theirs_grad)
+    assert torch.autograd.gradcheck(
+        lambda x: _NormalizeRows.apply(x, 1e-12), (rows[2:].detach().requires_grad_(),)
+    )
+
+
+@pytest.mark.parametrize("in_channels", [24, 16])  # with a neck (24 -> 16) and without (16 = hidden size)
+def test_pixel_features_equal_the_unfused_head(in_channels):
+    """The fused head gives the features and parameter gradients of neck -> P -> F.normalize written plainly."""
+    from larvseg_hf import LarvSegConfig
+
+    torch.manual_seed(6)
+    config = LarvSegConfig(id2label={i: str(i) for i in range(4)}, head_hidden_size=16)
+    head = LarvSegHead(config, in_channels).double()
+    feature_map = torch.randn(2, in_channels, 3, 5, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(2, 16, 3, 5, dtype=torch.float64)
+
+    fused = head.pixel_features(feature_map)
+    assert fused.shape == (2, 16, 3, 5)
+    fused_grads = torch.autograd.grad(fused, [feature_map, *head.parameters()], grad, allow_unused=True)
+    plain = head.neck(feature_map)
+    plain = F.normalize(head.pixel_projection(plain.permute(0, 2, 3, 1)).permute(0, 3, 1, 2), dim=1)
+    plain_grads = torch.autograd.grad(plain, [feature_map, *head.parameters()], grad, allow_unused=True)
+    torch.testing.assert_close(fused, plain)
+    for ours, theirs in zip(fused_grads, plain_grads, strict=True):
+        assert (ours is None) == (theirs is None)
+        if ours is not None:
+            torch.testing.assert_close(ours, theirs)
