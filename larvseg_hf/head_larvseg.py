@@ -17,11 +17,15 @@ def mask_norm(
     beta: torch.Tensor,
     class_mask: torch.Tensor | None = None,
     eps: float = 1e-5,
+    moments: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Standardise each pixel's raw cosine scores across the columns in use, then scale and shift."""
+    """Standardise each pixel's raw cosine scores across the columns in use, then scale and shift.
+    `moments`: each pixel's (mean, variance) over the columns, (B, 1, h, w) each, when known already."""
     if class_mask is None:
         # One pass for both moments and one fused multiply-add: this runs over N x h x w at inference.
-        var, mean = torch.var_mean(scores, dim=1, unbiased=False, keepdim=True)
+        var, mean = (
+            torch.var_mean(scores, dim=1, unbiased=False, keepdim=True) if moments is None else moments[::-1]
+        )
         scale = gamma * torch.rsqrt(var + eps)
         return torch.addcmul(beta - mean * scale, scores, scale)
     else:
@@ -30,6 +34,11 @@ def mask_norm(
         mean = (scores * weight).sum(1, keepdim=True) / count
         var = (((scores - mean) * weight) ** 2).sum(1, keepdim=True) / count
     return gamma * (scores - mean) / torch.sqrt(var + eps) + beta
+
+
+# classify takes a pixel's mask-norm moments from the class covariance (d x d work) instead of its K scores
+# when K exceeds this many times d.
+_MOMENTS_FROM_COVARIANCE_ABOVE = 4
 
 
 class _NeckThenProjection(torch.autograd.Function):
@@ -83,8 +92,13 @@ class LarvSegMaskNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(()))
         self.beta = nn.Parameter(torch.zeros(()))
 
-    def forward(self, scores: torch.Tensor, class_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return mask_norm(scores, self.gamma, self.beta, class_mask, self.eps)
+    def forward(
+        self,
+        scores: torch.Tensor,
+        class_mask: torch.Tensor | None = None,
+        moments: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        return mask_norm(scores, self.gamma, self.beta, class_mask, self.eps, moments)
 
 
 class LarvSegHead(nn.Module):
@@ -151,6 +165,16 @@ class LarvSegHead(nn.Module):
             self._class_vector_cache = (key, vectors)
         return self._class_vector_cache[1]
 
+    def _cached_class_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean (d,) and covariance (d, d) of the whole vocabulary's cached class vectors, kept with them."""
+        vectors = self._cached_class_vectors()
+        cache = getattr(self, "_class_moment_cache", None)
+        if cache is None or cache[0] is not vectors:
+            mean = vectors.mean(0)
+            centered = vectors - mean
+            self._class_moment_cache = (vectors, mean, centered.T @ centered / vectors.shape[0])
+        return self._class_moment_cache[1:]
+
     def forward(
         self, feature_map: torch.Tensor, class_ids: torch.Tensor, class_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -163,8 +187,25 @@ class LarvSegHead(nn.Module):
         self, features: torch.Tensor, class_ids: torch.Tensor, class_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(raw cosine scores s (B, K, h, w), mask-normed logits (B, K, h, w)) of pixel features z."""
-        scores = torch.einsum("bdhw,kd->bkhw", features, self.class_vectors(class_ids))
-        return scores, self.mask_norm(scores, class_mask)
+        vectors = self.class_vectors(class_ids)
+        scores = torch.einsum("bdhw,kd->bkhw", features, vectors)
+        moments = None
+        cache = getattr(self, "_class_vector_cache", None)
+        whole = not torch.is_grad_enabled() and cache is not None and vectors is cache[1]
+        if (
+            class_mask is None
+            and whole
+            and vectors.shape[0] > _MOMENTS_FROM_COVARIANCE_ABOVE * vectors.shape[1]
+        ):
+            # Over the whole vocabulary a pixel's score moments are c_mean . z and z^T Cov(c) z: a d x d
+            # product per pixel instead of a strided pass over its K scores (21,841 of them at inference).
+            mean, covariance = self._cached_class_moments()
+            pixels = features.flatten(2).transpose(1, 2)  # (B, X, d)
+            variance = ((pixels @ covariance) * pixels).sum(-1).clamp_min(0)
+            moments = tuple(
+                m.view(features.shape[0], 1, *features.shape[2:]) for m in (pixels @ mean, variance)
+            )
+        return scores, self.mask_norm(scores, class_mask, moments)
 
 
 __all__ = ["LarvSegHead", "LarvSegMaskNorm", "mask_norm"]

@@ -176,9 +176,9 @@ class _MaskNormSpy:
     def __init__(self):
         self.class_masks = []
 
-    def __call__(self, scores, gamma, beta, class_mask=None, eps=1e-5):
+    def __call__(self, scores, gamma, beta, class_mask=None, eps=1e-5, moments=None):
         self.class_masks.append(class_mask)
-        return _ORIGINAL_MASK_NORM(scores, gamma, beta, class_mask, eps)
+        return _ORIGINAL_MASK_NORM(scores, gamma, beta, class_mask, eps, moments)
 
 
 _ORIGINAL_MASK_NORM = head_module.mask_norm

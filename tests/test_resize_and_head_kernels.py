@@ -118,3 +118,35 @@ def test_pixel_features_equal_the_unfused_head(in_channels):
         assert (ours is None) == (theirs is None)
         if ours is not None:
             torch.testing.assert_close(ours, theirs)
+
+
+def test_inference_mask_norm_moments_from_the_class_covariance_equal_the_scores_moments(monkeypatch):
+    """Over a whole large vocabulary, inference takes each pixel's mask-norm mean and variance from the class
+    vectors' mean and covariance; the logits are those of the per-pixel pass over the scores."""
+    from larvseg_hf import LarvSegConfig, head_larvseg
+
+    torch.manual_seed(7)
+    config = LarvSegConfig(id2label={i: str(i) for i in range(300)}, head_hidden_size=16)  # K > 4 d
+    head = LarvSegHead(config, 16).eval()
+    with torch.no_grad():
+        head.class_embeddings.normal_()
+        head.class_embeddings[:150] += 3.0  # a mean far from 0: the moments must not cancel
+        features = head.pixel_features(torch.randn(2, 16, 5, 6))
+        every = torch.arange(300)
+        calls = []
+        original = head_larvseg.mask_norm
+        monkeypatch.setattr(head_larvseg, "mask_norm", lambda *a: calls.append(a[-1]) or original(*a))
+        scores, logits = head.classify(features, every)
+        assert calls[-1] is not None  # the covariance path ran
+        monkeypatch.setattr(head_larvseg, "_MOMENTS_FROM_COVARIANCE_ABOVE", 10**9)
+        _, plain = head.classify(features, every)
+        assert calls[-1] is None
+        torch.testing.assert_close(logits, plain, rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            logits, original(scores, head.mask_norm.gamma, head.mask_norm.beta), rtol=0, atol=1e-5
+        )
+        # A subset of the classes is standardised over that subset, from its scores.
+        _, subset = head.classify(features, every[:120])
+        torch.testing.assert_close(
+            subset, original(scores[:, :120], head.mask_norm.gamma, head.mask_norm.beta)
+        )
