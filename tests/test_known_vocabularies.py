@@ -325,6 +325,36 @@ def test_train_option_fixes_the_vocabulary():
         known_target(DataArguments(vocabulary="ade151", mask_datasets=["x"]))
 
 
+def test_extra_classes_with_a_fixed_vocabulary_take_the_datasets_classes_they_name():
+    """--vocabulary coco-stuff-171 --extra_classes imagenet-1k: a dataset's "goldfish" (ImageNet's, not COCO's)
+    maps to the extra class instead of being ignored, and COCO's ids come first, unchanged."""
+    from larvseg_hf.training.setup import with_extra_classes
+
+    args = parse_train_args(
+        ["--vocabulary", "coco-stuff-171", "--extra_classes", "imagenet-1k", "--image_datasets", "x"]
+        + ["--output_dir", "unused"]
+    )[1]
+    coco = known_vocabulary("coco-stuff-171").to_union_vocabulary(frozen=True)
+    imagenet = known_vocabulary("imagenet-1k")
+    target = known_target(args)
+    assert target.frozen and target.names[: len(coco)] == coco.names
+    added = target.names[len(coco) :]
+    assert "goldfish" in added and "cat" not in added  # COCO's cat stays COCO's (ImageNet has no bare "cat")
+    assert len(target) == len(coco) + len(added) and len(added) > 900
+
+    source = SimpleNamespace(name="pets", class_names=["cat", "goldfish", "not a class"])
+    mapping = build_union_vocabulary([source], None, target_vocabulary=target)
+    ids = mapping.index_maps["pets"].tolist()
+    assert ids[:2] == [target.index_of("cat"), target.index_of("goldfish")]
+    assert ids[1] >= len(coco) and ids[2] == UNMAPPED
+    assert mapping.unmapped == {"pets": ["not a class"]}
+    # Appending the extras after mapping then adds nothing: every one is in the vocabulary already.
+    final = with_extra_classes(mapping, imagenet).vocabulary
+    assert final.names == target.names
+    # Without --vocabulary nothing is fixed: the datasets' union is extended after mapping, as before.
+    assert known_target(DataArguments(image_datasets=["x"], extra_classes="imagenet-1k")) is None
+
+
 def test_data_files_credit_their_source_and_ship_with_the_package():
     files = sorted((REPO / "larvseg_hf" / "vocabularies").glob("*.json"))
     assert len(files) == 6

@@ -166,7 +166,7 @@ class DataArguments:
             "help": "A known vocabulary whose classes are added after the training classes, e.g. imagenet-21k: "
             "the model can name them with no data for them (start them from their names with --text_init). "
             "A class already in the vocabulary, by name or synonym, is not added twice. Works with the built-in "
-            "benchmark and with --vocabulary."
+            "benchmark and with --vocabulary, whose datasets then map into the extra classes too."
         },
     )
     image_column: list[str] = field(

@@ -172,7 +172,9 @@ def drop_unmapped_rows(source: SourceDataset, mapping: VocabularyMapping) -> Sou
 
 
 def known_target(data_args: DataArguments) -> UnionVocabulary | None:
-    """The fixed vocabulary `--vocabulary` names (None: the union of the datasets' classes)."""
+    """The fixed vocabulary `--vocabulary` names (None: the union of the datasets' classes), followed by the
+    `--extra_classes` it lacks: the datasets' classes map to either, so a class that only the extra
+    vocabulary names gets its data rather than being ignored."""
     if not data_args.vocabulary:
         return None
     if data_args.uses_builtin:
@@ -180,7 +182,12 @@ def known_target(data_args: DataArguments) -> UnionVocabulary | None:
             f"--vocabulary {data_args.vocabulary} needs datasets (--mask_datasets, --image_datasets or "
             "--weak_datasets); the built-in benchmark has its own classes."
         )
-    return known_vocabulary(data_args.vocabulary).to_union_vocabulary(frozen=True)
+    target = known_vocabulary(data_args.vocabulary).to_union_vocabulary(frozen=True)
+    if data_args.extra_classes:
+        extra = known_vocabulary(data_args.extra_classes)
+        names = [*target.names, *_names_to_add(target, extra)]
+        target = UnionVocabulary(names, synonyms=target.synonyms, frozen=True)
+    return target
 
 
 def load_training_data(data_args: DataArguments, *, show_progress: bool = True) -> TrainingData:
@@ -201,7 +208,7 @@ def with_extra_classes(mapping: VocabularyMapping, extra: KnownVocabulary) -> Vo
     """`mapping` with `extra`'s classes appended after the datasets were mapped (their ids unchanged), so the
     added classes have no data; one the vocabulary already has, by normalised name or synonym, is skipped."""
     vocabulary = mapping.vocabulary
-    added = [name for name in extra.class_names if vocabulary.get(name) == UNMAPPED]
+    added = _names_to_add(vocabulary, extra)
     names = [*vocabulary.names, *added]
     union = UnionVocabulary(names, synonyms=vocabulary.synonyms, frozen=True)
     logger.info(
@@ -212,6 +219,11 @@ def with_extra_classes(mapping: VocabularyMapping, extra: KnownVocabulary) -> Vo
         len(names),
     )
     return dataclasses.replace(mapping, vocabulary=union)
+
+
+def _names_to_add(vocabulary: UnionVocabulary, extra: KnownVocabulary) -> list[str]:
+    """`extra`'s class names that `vocabulary` has neither by normalised name nor by synonym, in order."""
+    return [name for name in extra.class_names if vocabulary.get(name) == UNMAPPED]
 
 
 def _dataset_data(data_args: DataArguments, target: UnionVocabulary | None) -> TrainingData:
