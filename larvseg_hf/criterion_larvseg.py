@@ -344,8 +344,10 @@ class LarvSegLoss(nn.Module):
                 real_loss = torch.ones(logits.shape[0], *size, dtype=torch.bool, device=logits.device)
                 real_features = None
             else:
-                real_loss = nearest_resize(pixel_mask.bool(), size)
-                real_features = nearest_resize(pixel_mask.bool(), features.shape[-2:])
+                real = pixel_mask.bool()
+                real_loss, real_features = (
+                    nearest_resize(real, shape) for shape in (size, features.shape[-2:])
+                )
             terms["image_level_loss"] = image_level_loss(
                 logits, targets, class_mask, real_loss, image_source, reduce=reduce
             )

@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .resize_larvseg import bilinear_source_index
+from .resize_larvseg import bilinear_source_index, opmath_dtype
 
 # upsampled_argmax upsamples the union of candidate channels with F.interpolate when it holds at most
 # this many channels, and refines candidates per cell otherwise (_per_cell_argmax).
@@ -29,11 +29,6 @@ _PAIR_COST = 16
 _SLACK_EPS = 16
 # Channels per chunk when computing cell bounds: about this many logits, so temporaries stay in cache.
 _CHUNK_ELEMENTS = 1 << 18
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Float type the per-cell path computes in: float64 for float64 logits, float32 otherwise."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _pairwise(values: torch.Tensor, dim: int, op) -> torch.Tensor:
@@ -70,7 +65,7 @@ def _cell_bounds(logits: torch.Tensor, slack_eps: float = 0.0) -> tuple:
                 else torch.maximum(scale, torch.maximum(-low, high))
             )
     scale = float(scale) if slack_eps else 0.0  # one device sync
-    dtype = _compute_dtype(logits.dtype)
+    dtype = opmath_dtype(logits.dtype)
     slack = slack_eps * torch.finfo(dtype).eps * scale
     if slack_eps and dtype != logits.dtype:  # PyTorch rounds upsampled values to the logits' dtype,
         slack += torch.finfo(logits.dtype).eps * scale  # which ties values closer than that rounding
@@ -242,7 +237,7 @@ def _per_cell_argmax(
     _, mask, counts, slack = bounds if bounds is not None else _cell_bounds(logits, _SLACK_EPS)
     if not math.isfinite(slack):
         return None
-    dtype = _compute_dtype(logits.dtype)
+    dtype = opmath_dtype(logits.dtype)
 
     row_cell, row_weight = bilinear_source_index(h, height, dtype, device)
     col_cell, col_weight = bilinear_source_index(w, width, dtype, device)

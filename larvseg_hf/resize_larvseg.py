@@ -38,6 +38,11 @@ def nearest_resize(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return values[..., rows[:, None], cols[None, :]]
 
 
+def opmath_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The float type PyTorch's resampling kernels compute in: float64 for float64, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 _MATRICES: dict[tuple, torch.Tensor] = {}
 
 
@@ -49,8 +54,7 @@ def bilinear_matrix(
     key = (in_size, out_size, dtype, torch.device(device) if device is not None else torch.device("cpu"))
     matrix = _MATRICES.get(key)
     if matrix is None:
-        # The weights in PyTorch's own arithmetic: float32 for every float type but float64.
-        compute = torch.float64 if dtype == torch.float64 else torch.float32
+        compute = opmath_dtype(dtype)  # the weights in PyTorch's own arithmetic
         index, weight = bilinear_source_index(in_size, out_size, compute, key[3])
         rows = torch.arange(out_size, device=key[3])
         matrix = torch.zeros(out_size, in_size, dtype=compute, device=key[3])
@@ -64,35 +68,32 @@ def bilinear_resize(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     """`F.interpolate(values, size, mode="bilinear", align_corners=False)` for (..., h, w) values, as
     (H, h) @ values @ (w, W): the same weights, summed in another order (a few eps apart). float16 and
     bfloat16 are resized in float32 and rounded once, as PyTorch's kernel does."""
-    height, width = int(size[0]), int(size[1])
-    h, w = values.shape[-2:]
-    if (h, w) == (height, width):
-        return values
-    dtype = values.dtype
-    compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
-    values = values.to(compute)
-    if w != width:
-        values = torch.matmul(values, bilinear_matrix(w, width, compute, values.device).T)
-    if h != height:
-        values = torch.matmul(bilinear_matrix(h, height, compute, values.device), values)
-    return values.to(dtype)
+    return _separable(values, tuple(values.shape[-2:]), (int(size[0]), int(size[1])), transposed=False)
 
 
 def bilinear_resize_transposed(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The transpose of `bilinear_resize` from `size` = (h, w) to values' (H, W): (h, H) @ values @ (W, w).
     Pooling is linear, so a weighted sum of upsampled maps is the sum of the maps weighted by the weights
     brought down this way: one weight map per image instead of K upsampled maps."""
-    h, w = int(size[0]), int(size[1])
-    height, width = values.shape[-2:]
-    if (h, w) == (height, width):
+    return _separable(values, (int(size[0]), int(size[1])), tuple(values.shape[-2:]), transposed=True)
+
+
+def _separable(
+    values: torch.Tensor, small: tuple[int, int], large: tuple[int, int], transposed: bool
+) -> torch.Tensor:
+    """values @ the (h -> H, w -> W) bilinear matrices along the last two axes, or their transposes."""
+    if small == large:
         return values
     dtype = values.dtype
-    compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    compute = opmath_dtype(dtype)
     values = values.to(compute)
-    if width != w:
-        values = torch.matmul(values, bilinear_matrix(w, width, compute, values.device))
-    if height != h:
-        values = torch.matmul(bilinear_matrix(h, height, compute, values.device).T, values)
+    (h, w), (height, width) = small, large
+    if w != width:
+        columns = bilinear_matrix(w, width, compute, values.device)  # (W, w)
+        values = torch.matmul(values, columns if transposed else columns.T)
+    if h != height:
+        rows = bilinear_matrix(h, height, compute, values.device)  # (H, h)
+        values = torch.matmul(rows.T if transposed else rows, values)
     return values.to(dtype)
 
 
@@ -102,4 +103,5 @@ __all__ = [
     "bilinear_resize",
     "bilinear_resize_transposed",
     "bilinear_source_index",
+    "opmath_dtype",
 ]
