@@ -128,12 +128,11 @@ class LarvSegLoss(nn.Module):
         # Per sample, with one extra column that every unlabelled pixel writes to and that is then dropped:
         # one scatter over the pixels, no boolean indexing.
         present = torch.zeros(batch, config.num_labels + 1, dtype=torch.bool, device=device)
-        is_mask = torch.zeros(batch, dtype=torch.bool, device=device)
+        valid = None
         if labels is not None:
-            valid = labels != config.ignore_index
-            is_mask = valid.flatten(1).any(1)
-            cells = labels.masked_fill(~valid, config.num_labels).flatten(1)
-            present.scatter_(1, cells, True)
+            flat = labels.flatten(1)
+            valid = flat != config.ignore_index
+            present.scatter_(1, torch.where(valid, flat, config.num_labels), True)
         present = present[:, :-1]
         if image_labels is not None:
             present |= image_labels > 0
@@ -149,6 +148,9 @@ class LarvSegLoss(nn.Module):
         else:
             if config.num_labels <= config.num_sampled_classes:
                 return [(None, torch.arange(config.num_labels, device=device))]
+            is_mask = (
+                valid.any(1) if valid is not None else torch.zeros(batch, dtype=torch.bool, device=device)
+            )
             group_of = (~is_mask).long()  # 0: mask samples (and samples without labels), 1: image-level
             group_pools = None
         groups = []
@@ -335,12 +337,12 @@ class LarvSegLoss(nn.Module):
                 )
                 writes.append((columns[column], slot, count))
 
-        if image_labels is not None:
-            targets = image_labels[:, columns] > 0
+        targets = None if image_labels is None else image_labels[:, columns] > 0
+        if targets is not None and targets.any():  # mask samples' groups have no (image, label) pair
             # The image's own pixels at loss and at feature resolution (the latter None: all of them). The
             # image-level terms pool the logits as upsampled to the loss resolution, computed at the logits'
             # own resolution (the pooling weights are brought down instead: see masked_mean_pool).
-            if pixel_mask is None:
+            if pixel_mask is None or pixel_mask.all():  # no padding: the unmasked statistics, fast paths
                 real_loss = torch.ones(logits.shape[0], *size, dtype=torch.bool, device=logits.device)
                 real_features = None
             else:

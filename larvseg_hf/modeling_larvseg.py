@@ -273,10 +273,7 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             # Each group is scored on its own columns only: with several sources of ~num_sampled_classes
             # columns each, the union is several times wider than any sample uses.
             features = self.head.pixel_features(feature_map)
-            groups = [
-                ScoredGroup(rows, ids, features[rows], *self.head.classify(features[rows], ids))
-                for rows, ids in groups  # one per source present, a handful
-            ]
+            groups = self._score_groups(features, groups)
             scores, logits = _union_layout(groups, columns, features.shape[0])
         if coseg:
             logits = logits * torch.sigmoid(self._coseg_attention(features, scores, columns))
@@ -320,6 +317,21 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             **terms,
         )
         return output if return_dict else output.to_tuple()
+
+    def _score_groups(
+        self, features: torch.Tensor, groups: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> list[ScoredGroup]:
+        """Each group's samples scored on its own columns. The samples are taken group after group as
+        slices of one tensor (one gather when the batch is not in group order, none when it is), so the
+        backward gathers the features' gradients with one concatenation, not one scatter per group."""
+        order = torch.cat([rows for rows, _ in groups])
+        if not torch.equal(order, torch.arange(order.numel(), device=order.device)):
+            features = features[order]
+        parts = features.split([rows.numel() for rows, _ in groups])
+        return [
+            ScoredGroup(rows, ids, part, *self.head.classify(part, ids))
+            for (rows, ids), part in zip(groups, parts, strict=True)  # one per source present, a handful
+        ]
 
     def _coseg_attention(self, features, scores, columns) -> torch.Tensor:
         """Attention logits (B, K, h, w) for every (image, column) whose class has a usable bank; 0 elsewhere
@@ -387,16 +399,27 @@ def _union_layout(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Grouped scores and logits on the batch's one column axis (`columns`), 0 where a sample's group did
     not score a column (class_mask says which it did), for the output only: the losses read the groups, so
-    this copy is written in place without autograd (no gradient flows back through the output's logits)."""
+    this copy is written in place without autograd (no gradient flows back through the output's logits).
+    Written channels-last, the layout the groups' scores have, and group after group as `_score_groups`
+    takes the samples, so every copy moves contiguous rows; one gather puts the samples back in order."""
     first = groups[0].logits
-    scores = first.new_zeros(batch, columns.numel(), *first.shape[-2:])
-    logits = first.new_zeros(batch, columns.numel(), *first.shape[-2:])
+    order = torch.cat([group.rows for group in groups])
+    in_order = torch.equal(order, torch.arange(batch, device=order.device))
+    layouts = []
     with torch.no_grad():
-        for group in groups:  # a handful
-            rows, positions = group.rows[:, None], torch.searchsorted(columns, group.columns)[None, :]
-            scores.index_put_((rows, positions), group.scores)
-            logits.index_put_((rows, positions), group.logits)
-    return scores, logits
+        for name in ("scores", "logits"):
+            union = first.new_zeros(batch, *first.shape[-2:], columns.numel())
+            start = 0
+            for group in groups:  # a handful
+                values = getattr(group, name).permute(0, 2, 3, 1)
+                union[start : start + values.shape[0]].index_copy_(
+                    3, torch.searchsorted(columns, group.columns), values
+                )
+                start += values.shape[0]
+            if not in_order:
+                union = union[torch.argsort(order)]
+            layouts.append(union.permute(0, 3, 1, 2))
+    return layouts[0], layouts[1]
 
 
 def _base_mask(config: LarvSegConfig, device: torch.device | str | None = None) -> torch.Tensor:

@@ -25,17 +25,26 @@ def nearest_resize(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     height, width = values.shape[-2:]
     if (height, width) == (int(size[0]), int(size[1])):
         return values
-    rows, cols = (
-        (
-            torch.arange(int(out), device=values.device)
-            * (torch.tensor(float(n), device=values.device) / int(out))
-        )
-        .floor()
-        .long()
-        .clamp_max(n - 1)
-        for n, out in ((height, size[0]), (width, size[1]))
-    )
+    rows = nearest_source_index(height, int(size[0]), values.device)
+    cols = nearest_source_index(width, int(size[1]), values.device)
     return values[..., rows[:, None], cols[None, :]]
+
+
+_NEAREST: dict[tuple, torch.Tensor] = {}
+
+
+def nearest_source_index(
+    in_size: int, out_size: int, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """(out_size,) int64 source index of each output index under nearest resizing. Cached: a training run
+    resizes between the same few sizes at every step."""
+    key = (in_size, out_size, torch.device(device) if device is not None else torch.device("cpu"))
+    index = _NEAREST.get(key)
+    if index is None:
+        scale = torch.tensor(float(in_size), device=key[2]) / out_size  # float32, as PyTorch computes it
+        index = (torch.arange(out_size, device=key[2]) * scale).floor().long().clamp_max(in_size - 1)
+        index = _NEAREST.setdefault(key, index)
+    return index
 
 
 def opmath_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -99,6 +108,7 @@ def _separable(
 
 __all__ = [
     "nearest_resize",
+    "nearest_source_index",
     "bilinear_matrix",
     "bilinear_resize",
     "bilinear_resize_transposed",

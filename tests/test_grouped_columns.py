@@ -43,7 +43,8 @@ def _model(per_source_losses: bool) -> LarvSegForSemanticSegmentation:
     return model
 
 
-def _batch() -> dict[str, torch.Tensor]:
+def _batch(order: list[int] | None = None) -> dict[str, torch.Tensor]:
+    """Two mask samples, then two single-label and two weak-label ones; `order` interleaves the sources."""
     generator = torch.Generator().manual_seed(1)
     labels = torch.full((6, SIZE, SIZE), -100, dtype=torch.long)
     labels[:2] = (
@@ -58,13 +59,14 @@ def _batch() -> dict[str, torch.Tensor]:
     image_labels[5, 39] = 1
     pixel_mask = torch.ones(6, SIZE, SIZE, dtype=torch.bool)
     pixel_mask[5, :, 20:] = False
-    return {
+    batch = {
         "pixel_values": torch.randn(6, 3, SIZE, SIZE, generator=generator),
         "labels": labels,
         "image_labels": image_labels,
         "pixel_mask": pixel_mask,
         "source_index": torch.tensor([0, 0, 1, 1, 2, 2]),
     }
+    return batch if order is None else {name: value[order] for name, value in batch.items()}
 
 
 def _dense(model, batch, groups):
@@ -84,14 +86,18 @@ def _dense(model, batch, groups):
         batch["pixel_mask"],
         batch["source_index"],
     )
-    return model.criterion.total(terms), terms
+    return model.criterion.total(terms), terms, scores, logits
 
 
-@pytest.mark.parametrize("per_source_losses", [True, False])
-def test_grouped_pass_matches_union_pass(per_source_losses):
+@pytest.mark.parametrize(
+    ("per_source_losses", "order"),
+    [(True, None), (False, None), (True, [4, 2, 0, 5, 1, 3])],
+    ids=["per-source", "pooled", "sources-interleaved"],
+)
+def test_grouped_pass_matches_union_pass(per_source_losses, order):
     grouped_model = _model(per_source_losses)
     dense_model = copy.deepcopy(grouped_model)
-    batch = _batch()
+    batch = _batch(order)
 
     torch.manual_seed(7)
     groups = dense_model.criterion.sample_groups(
@@ -101,7 +107,7 @@ def test_grouped_pass_matches_union_pass(per_source_losses):
     assert columns.numel() > 6, (
         "the union must be wider than one group's budget, or the grouped path is not taken"
     )
-    dense_loss, dense_terms = _dense(dense_model, batch, groups)
+    dense_loss, dense_terms, dense_scores, dense_logits = _dense(dense_model, batch, groups)
     dense_loss.backward()
 
     torch.manual_seed(7)
@@ -124,8 +130,12 @@ def test_grouped_pass_matches_union_pass(per_source_losses):
         torch.testing.assert_close(
             getattr(grouped_model.memory_bank, name), getattr(dense_model.memory_bank, name)
         )
-    # The output keeps the union layout: each sample's own columns hold its group's logits.
+    # The output keeps the union layout, in the batch's order: each sample's own columns hold its group's
+    # scores and logits, as the union pass computes them, and the others 0.
     assert output.logits.shape[:2] == (6, columns.numel())
+    own = output.class_mask
+    torch.testing.assert_close(output.scores[own], dense_scores[own].detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(output.logits[own].detach(), dense_logits[own].detach(), rtol=1e-5, atol=1e-5)
     assert torch.equal(
         output.logits[output.class_mask.logical_not()].detach(),
         torch.zeros(int((~output.class_mask).sum()), *output.logits.shape[-2:]),
