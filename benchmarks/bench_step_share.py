@@ -5,10 +5,11 @@ one run (run by hand):
     .venv/bin/python benchmarks/bench_step_share.py [--classes 61 1601] [--repeats 12]
 
 The resnet-tiny preset at 128 px, batch 16 (8 mask samples, 4 + 4 image-level ones from two sources, as the
-emoji preset mixes them), 100 sampled classes per source. Three step variants, interleaved so load hits
+emoji preset mixes them), 100 sampled classes per source. Four step variants, interleaved so load hits
 them alike: the backbone alone (forward + backward + AdamW), the union pass (every sample scored on the
 union of the sources' sampled columns, with a class mask: the code before grouping) and the model's own
-step (each source scored on its own columns once the union is wider than one source's budget). Every
+step as the trainer runs it (each source scored on its own columns once the union is wider than one source's
+budget; `output_logits=False`, the loss alone), and that step with the output's logits laid out. Every
 variant steps fused AdamW, the optimizer Trainer uses by default (`optim="adamw_torch_fused"`).
 Target (issue 13): head + losses + optimizer <= 25% of the step at 1,600 classes.
 """
@@ -116,12 +117,17 @@ def measure(num_labels: int, repeats: int) -> dict[str, float]:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def model_step(batch):
-        model(**batch).loss.backward()
+    def model_step(batch, output_logits=False):
+        model(**batch, output_logits=output_logits).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    variants = {"backbone alone": backbone, "union pass (before)": union, "model step (now)": model_step}
+    variants = {
+        "backbone alone": backbone,
+        "union pass (before)": union,
+        "model step (now)": model_step,
+        "+ output logits": lambda batch: model_step(batch, output_logits=True),
+    }
     for run in variants.values():
         run(data[0])  # warm-up
     times = {name: [] for name in variants}
@@ -133,6 +139,9 @@ def measure(num_labels: int, repeats: int) -> dict[str, float]:
     medians = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
     medians["union width"] = sum(widths) / len(widths)
     return medians
+
+
+variants_shown = ("backbone alone", "union pass (before)", "model step (now)", "+ output logits")
 
 
 def main() -> None:
@@ -147,7 +156,7 @@ def main() -> None:
         result = measure(num_labels, args.repeats)
         backbone = result["backbone alone"]
         print(f"{num_labels} classes (union of the sources' columns: {result['union width']:.0f})")
-        for name in ("backbone alone", "union pass (before)", "model step (now)"):
+        for name in variants_shown:
             share = (
                 ""
                 if name == "backbone alone"

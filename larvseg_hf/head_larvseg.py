@@ -52,25 +52,29 @@ _MOMENTS_FROM_COVARIANCE_ABOVE = 4
 
 
 class _NeckThenProjection(torch.autograd.Function):
-    """P (N x + b) for pixel rows x (n, C): the 1x1 neck N, b and the pixel projection P are two linear maps
-    with nothing between them. The forward is one product with P N; the backward computes gz^T x once for
-    the gradients of both weights (dN = P^T gz^T x, dP = gz^T x N^T + (gz^T 1) b^T): three products of
-    n x d x C size instead of six, with the gradients of the two separate parameters unchanged."""
+    """P (N x + b) for every pixel x of feature maps (B, C, X), returned pixel-major (B, X, d): the 1x1 neck N,
+    b and the pixel projection P are two linear maps with nothing between them. The forward is one batched
+    product with P N that reads the maps in their own layout (NCHW or channels-last, no transposing copy);
+    the backward computes gz^T x once for the gradients of both weights (dN = P^T gz^T x, dP = gz^T x N^T +
+    (gz^T 1) b^T): three products of n x d x C size instead of six, with the gradients of the two separate
+    parameters unchanged."""
 
     @staticmethod
-    def forward(ctx, rows, neck_weight, neck_bias, projection):
+    def forward(ctx, maps, neck_weight, neck_bias, projection):
         combined = projection @ neck_weight  # (d, C)
-        ctx.save_for_backward(rows, neck_weight, neck_bias, projection, combined)
-        return F.linear(rows, combined, projection @ neck_bias)
+        ctx.save_for_backward(maps, neck_weight, neck_bias, projection, combined)
+        batch, _, pixels = maps.shape
+        bias = (projection @ neck_bias).expand(batch, pixels, -1)
+        return torch.baddbmm(bias, maps.transpose(1, 2), combined.T.expand(batch, -1, -1))
 
     @staticmethod
     def backward(ctx, grad):
-        rows, neck_weight, neck_bias, projection, combined = ctx.saved_tensors
-        grad_rows = grad @ combined if ctx.needs_input_grad[0] else None
-        outer = grad.T @ rows  # (d, C)
-        grad_sum = grad.sum(0)  # (d,)
+        maps, neck_weight, neck_bias, projection, combined = ctx.saved_tensors
+        grad_maps = torch.matmul(combined.T, grad.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        outer = torch.bmm(grad.transpose(1, 2), maps.transpose(1, 2)).sum(0)  # (d, C)
+        grad_sum = grad.sum((0, 1))  # (d,)
         grad_projection = outer @ neck_weight.T + grad_sum[:, None] * neck_bias[None, :]
-        return grad_rows, projection.T @ outer, projection.T @ grad_sum, grad_projection
+        return grad_maps, projection.T @ outer, projection.T @ grad_sum, grad_projection
 
 
 class _NormalizeRows(torch.autograd.Function):
@@ -130,17 +134,17 @@ class LarvSegHead(nn.Module):
     def pixel_features(self, feature_map: torch.Tensor) -> torch.Tensor:
         """L2-normalised projected pixel features z (B, d, h, w) of a backbone feature map.
 
-        Computed pixel-major, (B, h * w, d) in memory and returned as a (B, d, h, w) view of it: neck, P and
-        the normalisation then run on contiguous rows, with no layout copy in between."""
-        batch, channels, height, width = feature_map.shape
-        rows = feature_map.flatten(2).transpose(1, 2).reshape(-1, channels)  # (B * X, C), pixel-major
+        Computed pixel-major, (B, h * w, d) in memory and returned as a (B, d, h, w) view of it: the
+        normalisation and the classifier then run on contiguous rows, with no layout copy in between."""
+        batch, _, height, width = feature_map.shape
+        maps = feature_map.flatten(2)  # (B, C, X): a view of NCHW and of channels-last (ViT) maps alike
         if isinstance(self.neck, nn.Conv2d):
             weight, bias = self.neck.weight.flatten(1), self.neck.bias
-            projected = _NeckThenProjection.apply(rows, weight, bias, self.pixel_projection.weight)
+            projected = _NeckThenProjection.apply(maps, weight, bias, self.pixel_projection.weight)
         else:
-            projected = self.pixel_projection(rows)
-        projected = _NormalizeRows.apply(projected, 1e-12).view(batch, height * width, -1)
-        return projected.transpose(1, 2).view(batch, -1, height, width)
+            projected = self.pixel_projection(maps.transpose(1, 2))
+        projected = _NormalizeRows.apply(projected.reshape(batch * height * width, -1), 1e-12)
+        return projected.view(batch, height * width, -1).transpose(1, 2).view(batch, -1, height, width)
 
     def class_vectors(self, class_ids: torch.Tensor) -> torch.Tensor:
         """L2-normalised projected class embeddings c (K, d).

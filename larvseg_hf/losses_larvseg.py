@@ -308,14 +308,16 @@ def attentive_scores(
         count = valid.sum(1, keepdim=True).clamp(min=1).to(count.dtype)
 
     own = F.one_hot(pair_column, num_columns).bool()
-    present = likely_present(scores, background_topk, background_threshold, pixel_mask)[pair_image] & ~own
     if image_targets is None:
-        candidates = present
         threshold_route = torch.ones_like(pair_image, dtype=torch.bool)[:, None]
     else:
         others = image_targets.bool()[pair_image] & ~own
         threshold_route = ~others.any(1, keepdim=True)
-        candidates = torch.where(threshold_route, present, others)
+    if threshold_route.any():  # the score test, only when a pair's image has no other label to use
+        present = likely_present(scores, background_topk, background_threshold, pixel_mask)[pair_image] & ~own
+        candidates = present if image_targets is None else torch.where(threshold_route, present, others)
+    else:
+        candidates = others
     candidates = candidates & bank_usable[None, :] & background_suppression
     if class_mask is not None:
         candidates = candidates & class_mask.bool()[pair_image]

@@ -231,6 +231,7 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         coseg: bool = False,
         pixel_mask: torch.Tensor | None = None,
         source_index: torch.LongTensor | None = None,
+        output_logits: bool = True,
         return_dict: bool | None = None,
         **kwargs,
     ) -> LarvSegSemanticSegmenterOutput | tuple:
@@ -250,6 +251,11 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             Each sample's training source, an index into `config.source_vocabularies`: with
             `config.per_source_columns` each source's samples see their source's own classes, and with
             `config.per_source_losses` every loss is averaged per source (see the config).
+        output_logits (`bool`, *optional*, defaults to `True`):
+            False returns the loss and its terms only (`logits`, `scores` and `features` None), for a caller
+            that needs nothing else, as the trainer's training steps: in training on several sources the
+            output's logits are a copy of every group's onto the union of their columns, written for the
+            output alone.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         check_inputs(self.config, self.dtype, pixel_values, labels, image_labels, pixel_mask)
@@ -274,7 +280,9 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             # columns each, the union is several times wider than any sample uses.
             features = self.head.pixel_features(feature_map)
             groups = self._score_groups(features, groups)
-            scores, logits = _union_layout(groups, columns, features.shape[0])
+            scores, logits = (
+                _union_layout(groups, columns, features.shape[0]) if output_logits else (None, None)
+            )
         if coseg:
             logits = logits * torch.sigmoid(self._coseg_attention(features, scores, columns))
 
@@ -309,11 +317,11 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
 
         output = LarvSegSemanticSegmenterOutput(
             loss=loss,
-            logits=logits,
+            logits=logits if output_logits else None,
             class_ids=columns,
             class_mask=class_mask,
-            features=features.detach(),
-            scores=scores.detach(),
+            features=features.detach() if output_logits else None,
+            scores=scores.detach() if output_logits else None,
             **terms,
         )
         return output if return_dict else output.to_tuple()

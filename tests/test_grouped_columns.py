@@ -160,3 +160,24 @@ def test_item_losses_reduce_like_one_pass():
     total = ItemLosses.reduce([(empty, torch.tensor([0, 1]))])
     total.backward()  # a term with no items anywhere is still a connected 0
     assert float(total.detach()) == 0.0 and logits.grad is not None
+
+
+def test_output_logits_false_gives_the_same_loss_gradients_and_bank_writes():
+    """The trainer's training steps ask for the loss alone: nothing else may change."""
+    with_logits = _model(True)
+    loss_only = copy.deepcopy(with_logits)
+    batch = _batch([4, 2, 0, 5, 1, 3])
+    torch.manual_seed(7)
+    full = with_logits(**batch)
+    full.loss.backward()
+    torch.manual_seed(7)
+    bare = loss_only(**batch, output_logits=False)
+    bare.loss.backward()
+    assert full.logits is not None and full.scores is not None and full.features is not None
+    assert bare.logits is None and bare.scores is None and bare.features is None
+    assert torch.equal(bare.loss, full.loss) and torch.equal(bare.class_ids, full.class_ids)
+    for (name, a), (_, b) in zip(with_logits.named_parameters(), loss_only.named_parameters(), strict=True):
+        assert (a.grad is None) == (b.grad is None), name
+        if a.grad is not None:
+            assert torch.equal(a.grad, b.grad), name
+    assert torch.equal(with_logits.memory_bank.slots, loss_only.memory_bank.slots)

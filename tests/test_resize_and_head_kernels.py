@@ -66,16 +66,21 @@ def test_nearest_resize_is_interpolate_for_ids_and_masks(source, target):
     assert torch.equal(nearest_resize(mask, target), expected > 2000)
 
 
-def test_fused_neck_and_projection_gradients():
+@pytest.mark.parametrize("layout", ["nchw", "channels-last"])
+def test_fused_neck_and_projection_gradients(layout):
+    """(B, C, X) maps in either memory layout (ResNet's NCHW, a ViT's token-major view) -> (B, X, d)."""
     generator = torch.Generator().manual_seed(4)
-    rows, neck, bias, projection = (
-        torch.randn(*shape, dtype=torch.float64, generator=generator).requires_grad_(True)
-        for shape in ((30, 7), (5, 7), (5,), (5, 5))
+    maps, neck, bias, projection = (
+        torch.randn(*shape, dtype=torch.float64, generator=generator)
+        for shape in ((3, 7, 10), (5, 7), (5,), (5, 5))
     )
-    assert torch.autograd.gradcheck(_NeckThenProjection.apply, (rows, neck, bias, projection))
+    if layout == "channels-last":
+        maps = maps.transpose(1, 2).contiguous().transpose(1, 2)
+    inputs = tuple(t.requires_grad_(True) for t in (maps, neck, bias, projection))
+    assert torch.autograd.gradcheck(_NeckThenProjection.apply, inputs)
     torch.testing.assert_close(
-        _NeckThenProjection.apply(rows, neck, bias, projection),
-        F.linear(F.linear(rows, neck, bias), projection),
+        _NeckThenProjection.apply(*inputs),
+        F.linear(F.linear(maps.transpose(1, 2), neck, bias), projection),
     )
 
 
@@ -96,15 +101,19 @@ def test_row_normalisation_matches_f_normalize_including_zero_rows():
     )
 
 
+@pytest.mark.parametrize("channels_last", [False, True])  # ResNet maps, ViT token maps
 @pytest.mark.parametrize("in_channels", [24, 16])  # with a neck (24 -> 16) and without (16 = hidden size)
-def test_pixel_features_equal_the_unfused_head(in_channels):
+def test_pixel_features_equal_the_unfused_head(in_channels, channels_last):
     """The fused head gives the features and parameter gradients of neck -> P -> F.normalize written plainly."""
     from larvseg_hf import LarvSegConfig
 
     torch.manual_seed(6)
     config = LarvSegConfig(id2label={i: str(i) for i in range(4)}, head_hidden_size=16)
     head = LarvSegHead(config, in_channels).double()
-    feature_map = torch.randn(2, in_channels, 3, 5, dtype=torch.float64, requires_grad=True)
+    feature_map = torch.randn(2, in_channels, 3, 5, dtype=torch.float64)
+    if channels_last:
+        feature_map = feature_map.contiguous(memory_format=torch.channels_last)
+    feature_map.requires_grad_(True)
     grad = torch.randn(2, 16, 3, 5, dtype=torch.float64)
 
     fused = head.pixel_features(feature_map)

@@ -753,3 +753,22 @@ def test_mask_norm_scalars_get_their_own_learning_rate(tmp_path, optim):
         (-gamma).sum().backward()
         optimizer.step()
         assert gamma.detach().item() - before == pytest.approx(lr, rel=1e-3)
+
+
+@pytest.mark.parametrize("return_outputs", [False, True])
+def test_trainer_asks_for_logits_only_when_it_returns_the_outputs(return_outputs):
+    """Training steps (return_outputs False) skip the output's logits; evaluation's prediction step gets them."""
+    from larvseg_hf.training.trainer import LarvSegTrainer
+
+    seen = []
+
+    def model(**kwargs):
+        seen.append(kwargs.pop("output_logits"))
+        return {"loss": torch.tensor(1.0), **{name: torch.tensor(0.5) for name in LOSS_TERMS}}
+
+    trainer = types.SimpleNamespace(_term_sums=torch.zeros(3), _term_count=0)
+    result = LarvSegTrainer.compute_loss(
+        trainer, model, {"pixel_values": None}, return_outputs=return_outputs
+    )
+    assert seen == [return_outputs]
+    assert (isinstance(result, tuple)) == return_outputs

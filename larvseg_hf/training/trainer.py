@@ -114,7 +114,8 @@ class LarvSegTrainer(Trainer):
         total = None
         outputs = None
         for group in groups:  # at most one group per crop size (mask data, image-level data)
-            outputs = model(**group)
+            # A training step needs the loss alone; evaluation's prediction step asks for the outputs.
+            outputs = model(**group, output_logits=return_outputs)
             total = outputs["loss"] if total is None else total + outputs["loss"]
             self._term_sums += torch.stack([outputs[name].detach().float().cpu() for name in LOSS_TERMS])
         self._term_count += 1
