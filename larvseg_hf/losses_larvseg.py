@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .resize_larvseg import bilinear_resize_transposed
+from .resize_larvseg import bilinear_resize_transposed, channels_last
 
 STANDARDIZE_EPS = 1e-5
 
@@ -36,54 +36,74 @@ def per_source_mean(
     each source weighted by the number of that source's images that have items."""
     if image_source is None:
         return values.mean()
-    num_sources = int(image_source.max()) + 1
-    item_source = image_source[item_image]
-    sums = torch.zeros(num_sources, dtype=values.dtype, device=values.device).index_add_(
-        0, item_source, values
-    )
-    counts = torch.bincount(item_source, minlength=num_sources).to(values.dtype)
-    images = torch.zeros(image_source.shape[0], dtype=torch.bool, device=values.device)
-    images[item_image] = True
-    weights = torch.bincount(image_source[images], minlength=num_sources).to(values.dtype)
-    means = sums / counts.clamp(min=1)
-    return (means * weights).sum() / weights.sum()
+    return ItemLosses.of_items(values, item_image, image_source.shape[0]).mean(image_source)
 
 
 @dataclass
 class ItemLosses:
-    """A loss term before its mean: one value per item (pixel or pair) and the image it belongs to. Terms
-    computed on parts of a batch (each group of samples on its own classifier columns) are concatenated
-    and reduced once, so the mean is the one a single pass over the whole batch takes."""
+    """A loss term before its mean, as each image's sum of item losses (pixels or pairs) and item count.
+    Terms computed on parts of a batch (each group of samples on its own classifier columns) are
+    concatenated and reduced once, so the mean is the one a single pass over the whole batch takes; per
+    image, not per item, so a pixel loss map is summed in place rather than indexed pixel by pixel."""
 
-    values: torch.Tensor  # (n,)
-    item_image: torch.Tensor  # (n,) int64, image index within the part it was computed on
+    sums: torch.Tensor  # (b,) per image of the part it was computed on
+    counts: torch.Tensor  # (b,) items per image, in the sums' dtype
     zero: torch.Tensor  # a 0 connected to the part's logits, for a term with no items anywhere
 
     @classmethod
     def empty(cls, logits: torch.Tensor) -> ItemLosses:
-        return cls(
-            logits.new_zeros(0), torch.zeros(0, dtype=torch.long, device=logits.device), _zero_loss(logits)
+        none = logits.new_zeros(logits.shape[0])
+        return cls(none, none, _zero_loss(logits))
+
+    @classmethod
+    def of_items(cls, values: torch.Tensor, item_image: torch.Tensor, batch: int) -> ItemLosses:
+        """From one loss per item and the image each belongs to (few items: pairs)."""
+        sums = values.new_zeros(batch).index_add_(0, item_image, values)
+        counts = torch.bincount(item_image, minlength=batch).to(values.dtype)
+        return cls(sums, counts, values.sum() * 0.0)
+
+    def mean(self, image_source: torch.Tensor | None = None) -> torch.Tensor:
+        """The mean over all items, or with `image_source` (b,) the mean within each source weighted by
+        the number of the source's images that have items."""
+        if image_source is None:
+            total = self.counts.sum()
+            return self.sums.sum() / total if total > 0 else self.zero
+        num_sources = int(image_source.max()) + 1
+        sums = self.sums.new_zeros(num_sources).index_add_(0, image_source, self.sums)
+        counts = self.counts.new_zeros(num_sources).index_add_(0, image_source, self.counts)
+        weights = self.counts.new_zeros(num_sources).index_add_(
+            0, image_source, (self.counts > 0).to(sums.dtype)
         )
+        if not weights.any():
+            return self.zero
+        return (sums / counts.clamp(min=1) * weights).sum() / weights.sum()
 
     @staticmethod
     def reduce(
         parts: list[tuple[ItemLosses, torch.Tensor]], image_source: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """The term's mean over `parts`, (items, batch index of each of the part's images), as
+        """The term's mean over `parts`, (per-image losses, batch index of each of the part's images), as
         `per_source_mean` over the whole batch takes it."""
-        values = torch.cat([items.values for items, _ in parts])
-        if values.numel() == 0:
-            return sum(items.zero for items, _ in parts)
-        images = torch.cat([batch_index[items.item_image] for items, batch_index in parts])
-        return per_source_mean(values, images, image_source)
+        whole = ItemLosses(
+            torch.cat([items.sums for items, _ in parts]),
+            torch.cat([items.counts for items, _ in parts]),
+            sum(items.zero for items, _ in parts),
+        )
+        if image_source is None:
+            return whole.mean()
+        return whole.mean(image_source[torch.cat([batch_index for _, batch_index in parts])])
 
 
 def _reduced(
-    values: torch.Tensor, item_image: torch.Tensor, image_source: torch.Tensor | None, reduce: bool
+    values: torch.Tensor,
+    item_image: torch.Tensor,
+    image_source: torch.Tensor | None,
+    reduce: bool,
+    batch: int,
 ) -> torch.Tensor | ItemLosses:
     if reduce:
         return per_source_mean(values, item_image, image_source)
-    return ItemLosses(values, item_image, values.sum() * 0.0)
+    return ItemLosses.of_items(values, item_image, batch)
 
 
 def _excluded(logits: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:
@@ -104,7 +124,7 @@ def supervised_loss(
     reduce: bool = True,
 ) -> torch.Tensor | ItemLosses:
     """Per-pixel cross-entropy; `labels` (B, H, W) hold column indices or `ignore_index`. `reduce=False`
-    returns the per-pixel losses and their images instead of the mean (see `ItemLosses`)."""
+    returns each image's loss sum and pixel count instead of the mean (see `ItemLosses`)."""
     if logits.shape[-2:] != labels.shape[-2:]:
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} differ in size")
     valid = labels != ignore_index
@@ -112,11 +132,16 @@ def supervised_loss(
         return _zero_loss(logits) if reduce else ItemLosses.empty(logits)
     if class_mask is not None:
         logits = _excluded(logits, ~class_mask[:, :, None, None])
+    if channels_last(logits):
+        # (pixels, K) rows for the softmax, a view of channels-last logits: PyTorch's cross-entropy over
+        # the class axis of a channels-last (B, K, H, W) map takes ~2x as long as over contiguous rows.
+        logits, labels = logits.permute(0, 2, 3, 1).reshape(-1, logits.shape[1]), labels.reshape(-1)
     if image_source is None and reduce:
         return F.cross_entropy(logits, labels, ignore_index=ignore_index)
-    losses = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
-    pixel_image = torch.arange(labels.shape[0], device=labels.device)[:, None, None].expand_as(labels)
-    return _reduced(losses[valid], pixel_image[valid], image_source, reduce)
+    losses = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")  # 0 where ignored
+    losses = losses.view(valid.shape)
+    items = ItemLosses(losses.flatten(1).sum(1), valid.flatten(1).sum(1).to(losses.dtype), _zero_loss(logits))
+    return items.mean(image_source) if reduce else items
 
 
 def image_label_pairs(image_targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -171,7 +196,7 @@ def image_level_loss(
         return _zero_loss(logits) if reduce else ItemLosses.empty(logits)
     pooled = masked_mean_pool(logits, pixel_mask)[pair_image]
     losses = pooled_pair_cross_entropy(pooled, pair_image, pair_column, image_targets, class_mask)
-    return _reduced(losses, pair_image, image_source, reduce)
+    return _reduced(losses, pair_image, image_source, reduce, logits.shape[0])
 
 
 def standardize(
@@ -400,7 +425,7 @@ def attentive_image_level_loss(
     pooled = torch.einsum("bkx,blx->blk", logits.flatten(2), padded) / count[:, None, None]
     pooled = pooled[pair_image, pair_rank]  # (P, K)
     losses = pooled_pair_cross_entropy(pooled, pair_image, pair_column, image_targets, class_mask)
-    return _reduced(losses, pair_image, image_source, reduce)
+    return _reduced(losses, pair_image, image_source, reduce, logits.shape[0])
 
 
 __all__ = [

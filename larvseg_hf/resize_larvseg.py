@@ -97,6 +97,8 @@ def _separable(
     compute = opmath_dtype(dtype)
     values = values.to(compute)
     (h, w), (height, width) = small, large
+    if not transposed and values.ndim == 4 and channels_last(values):
+        return _resize_channels_last(values, (height, width)).to(dtype)
     if w != width:
         columns = bilinear_matrix(w, width, compute, values.device)  # (W, w)
         values = torch.matmul(values, columns if transposed else columns.T)
@@ -106,7 +108,28 @@ def _separable(
     return values.to(dtype)
 
 
+def channels_last(values: torch.Tensor) -> bool:
+    """(B, K, h, w) stored as (B, h, w, K) rows, as the classifier writes its scores and logits."""
+    return values.shape[1] > 1 and values.permute(0, 2, 3, 1).is_contiguous()
+
+
+def _resize_channels_last(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resizing of channels-last (B, K, h, w) maps, kept channels-last: the products run over
+    contiguous (w x K) and K rows, with no layout copy before or after."""
+    batch, channels, h, w = values.shape
+    height, width = size
+    rows = values.permute(0, 2, 3, 1)  # (B, h, w, K), contiguous
+    if h != height:
+        matrix = bilinear_matrix(h, height, values.dtype, values.device)  # (H, h)
+        rows = torch.matmul(matrix, rows.reshape(batch, h, w * channels)).view(batch, height, w, channels)
+    if w != width:
+        matrix = bilinear_matrix(w, width, values.dtype, values.device)  # (W, w)
+        rows = torch.matmul(matrix, rows.reshape(batch * height, w, channels))
+    return rows.view(batch, height, width, channels).permute(0, 3, 1, 2)
+
+
 __all__ = [
+    "channels_last",
     "nearest_resize",
     "nearest_source_index",
     "bilinear_matrix",

@@ -17,11 +17,16 @@ SIZES = [((16, 16), (32, 32)), ((7, 13), (30, 17)), ((5, 5), (3, 4)), ((1, 3), (
 
 @pytest.mark.parametrize(("small", "large"), SIZES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_bilinear_resize_is_interpolate(small, large, dtype):
+@pytest.mark.parametrize("layout", ["nchw", "channels-last"])  # the classifier writes channels-last logits
+def test_bilinear_resize_is_interpolate(small, large, dtype, layout):
     values = torch.randn(2, 3, *small, generator=torch.Generator().manual_seed(0)).to(dtype)
+    if layout == "channels-last":
+        values = values.contiguous(memory_format=torch.channels_last)
     expected = F.interpolate(values, large, mode="bilinear", align_corners=False)
     resized = bilinear_resize(values, large)
     assert resized.dtype == dtype and resized.shape == expected.shape
+    if layout == "channels-last" and small != large:  # kept channels-last, no copy back
+        assert resized.permute(0, 2, 3, 1).is_contiguous()
     tolerance = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
     torch.testing.assert_close(resized.double(), expected.double(), rtol=0, atol=tolerance)
 
@@ -159,3 +164,24 @@ def test_inference_mask_norm_moments_from_the_class_covariance_equal_the_scores_
         torch.testing.assert_close(
             subset, original(scores[:, :120], head.mask_norm.gamma, head.mask_norm.beta)
         )
+
+
+@pytest.mark.parametrize("reduce", [True, False])
+def test_supervised_loss_on_channels_last_logits_equals_nchw(reduce):
+    """Channels-last logits take the (pixels, K) cross-entropy: the same losses and gradients."""
+    from larvseg_hf.losses_larvseg import ItemLosses, supervised_loss
+
+    generator = torch.Generator().manual_seed(8)
+    logits = torch.randn(3, 6, 5, 4, dtype=torch.float64, generator=generator)
+    labels = torch.randint(0, 6, (3, 5, 4), generator=generator)
+    labels[1, :2] = -100
+    source = torch.tensor([0, 1, 1])
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = logits.clone().contiguous(memory_format=layout).requires_grad_(True)
+        loss = supervised_loss(x, labels, image_source=source, reduce=reduce)
+        loss = loss if reduce else ItemLosses.reduce([(loss, torch.arange(3))], source)
+        (grad,) = torch.autograd.grad(loss, x)
+        results.append((loss, grad))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])
