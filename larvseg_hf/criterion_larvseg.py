@@ -74,6 +74,13 @@ def union_columns(
     return columns, class_mask
 
 
+def _as_slice(rows: torch.Tensor) -> slice | torch.Tensor:
+    """Sorted distinct batch rows as a slice when they are consecutive, else themselves."""
+    if rows.numel() and int(rows[-1]) - int(rows[0]) + 1 == rows.numel():
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
+
+
 @dataclass
 class ScoredGroup:
     """Samples of a batch scored on their own group's columns only (`LarvSegLoss.grouped`)."""
@@ -248,7 +255,7 @@ class LarvSegLoss(nn.Module):
         parts: dict[str, list] = {name: [] for name in LOSS_TERMS}
         writes = []
         for group in groups:
-            rows = group.rows
+            rows = _as_slice(group.rows)  # a view of the full-resolution inputs when the rows are a run
             items, group_writes = self._terms(
                 memory_bank,
                 image_size,
@@ -264,7 +271,7 @@ class LarvSegLoss(nn.Module):
                 reduce=False,
             )
             for name, item_losses in items.items():
-                parts[name].append((item_losses, rows))
+                parts[name].append((item_losses, group.rows))
             writes += group_writes
         self._enqueue(memory_bank, writes)
         image_source = source_index if self.config.per_source_losses else None

@@ -61,7 +61,8 @@ def test_pooling_through_the_transpose_equals_pooling_the_upsampled_logits():
 
 
 @pytest.mark.parametrize(
-    ("source", "target"), [((128, 128), (32, 32)), ((100, 77), (25, 19)), ((10, 10), (30, 7))]
+    ("source", "target"),
+    [((128, 128), (32, 32)), ((96, 64), (24, 32)), ((100, 77), (25, 19)), ((10, 10), (30, 7)), ((9, 6), (3, 4))],
 )
 def test_nearest_resize_is_interpolate_for_ids_and_masks(source, target):
     ids = torch.randint(-100, 5000, (3, *source), generator=torch.Generator().manual_seed(3))
