@@ -31,12 +31,21 @@ _SLACK_EPS = 16
 _CHUNK_ELEMENTS = 1 << 18
 
 
-def _pairwise(values: torch.Tensor, dim: int, op) -> torch.Tensor:
-    """op(values[index], values[min(index + 1, size - 1)]) along `dim` (the edge-replicated neighbour)."""
-    out, size = torch.empty_like(values), values.shape[dim]
+def _pairwise(values: torch.Tensor, dim: int, op, out: torch.Tensor | None = None) -> torch.Tensor:
+    """op(values[index], values[min(index + 1, size - 1)]) along `dim` (the edge-replicated neighbour),
+    into `out` when given (a buffer reused across chunks: fresh pages cost more than the op)."""
+    out, size = torch.empty_like(values) if out is None else out, values.shape[dim]
     op(values.narrow(dim, 0, size - 1), values.narrow(dim, 1, size - 1), out=out.narrow(dim, 0, size - 1))
-    out.narrow(dim, size - 1, 1).copy_(values.narrow(dim, size - 1, 1))
+    # op(x, x) = x for min and max: the edge in the same strided kernel, which PyTorch's copy_ of a
+    # one-wide strided slice takes several times as long over.
+    edge = values.narrow(dim, size - 1, 1)
+    op(edge, edge, out=out.narrow(dim, size - 1, 1))
     return out
+
+
+def _any_rows(values: torch.Tensor) -> torch.Tensor:
+    """values (n, m) bool -> (n,) any over rows, as a byte max: on CPU bool any() is ~10x slower."""
+    return values.view(torch.uint8).amax(1).bool()
 
 
 def _cell_bounds(logits: torch.Tensor, slack_eps: float = 0.0) -> tuple:
@@ -53,9 +62,13 @@ def _cell_bounds(logits: torch.Tensor, slack_eps: float = 0.0) -> tuple:
     num_classes, h, w = logits.shape
     step = max(1, _CHUNK_ELEMENTS // (h * w))
     threshold = scale = None
+    buffers = [
+        torch.empty(min(step, num_classes), h, w, dtype=logits.dtype, device=logits.device) for _ in range(2)
+    ]
     for start in range(0, num_classes, step):
         chunk = logits[start : start + step]
-        cell_min = _pairwise(_pairwise(chunk, 2, torch.minimum), 1, torch.minimum).amax(0)
+        along_w, along_h = (buffer[: chunk.shape[0]] for buffer in buffers)
+        cell_min = _pairwise(_pairwise(chunk, 2, torch.minimum, along_w), 1, torch.minimum, along_h).amax(0)
         threshold = cell_min if threshold is None else torch.maximum(threshold, cell_min)
         if slack_eps:
             low, high = torch.aminmax(chunk)
@@ -75,8 +88,10 @@ def _cell_bounds(logits: torch.Tensor, slack_eps: float = 0.0) -> tuple:
         mask = torch.empty(num_classes, h * w, dtype=torch.bool, device=logits.device)
         counts = torch.zeros(h * w, dtype=torch.int32, device=logits.device)
     for start in range(0, num_classes, step):
-        cell_max = _pairwise(_pairwise(logits[start : start + step], 2, torch.maximum), 1, torch.maximum)
-        union[start : start + step] = (cell_max >= threshold).flatten(1).any(1)
+        chunk = logits[start : start + step]
+        along_w, along_h = (buffer[: chunk.shape[0]] for buffer in buffers)
+        cell_max = _pairwise(_pairwise(chunk, 2, torch.maximum, along_w), 1, torch.maximum, along_h)
+        union[start : start + step] = _any_rows((cell_max >= threshold).flatten(1))
         if mask is not None:
             passes = mask[start : start + step]
             torch.ge(cell_max.view(-1, h * w), (threshold.to(dtype) - slack).view(-1), out=passes)
