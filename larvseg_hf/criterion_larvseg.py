@@ -22,6 +22,7 @@ from .losses_larvseg import (
     topk_slot_features,
 )
 from .memory_bank_larvseg import LarvSegMemoryBank
+from .reductions_larvseg import all_true, any_true
 from .resize_larvseg import bilinear_resize, nearest_resize
 
 LOSS_TERMS = ("supervised_loss", "image_level_loss", "attentive_loss")
@@ -156,7 +157,9 @@ class LarvSegLoss(nn.Module):
             if config.num_labels <= config.num_sampled_classes:
                 return [(None, torch.arange(config.num_labels, device=device))]
             is_mask = (
-                valid.any(1) if valid is not None else torch.zeros(batch, dtype=torch.bool, device=device)
+                any_true(valid, 1)
+                if valid is not None
+                else torch.zeros(batch, dtype=torch.bool, device=device)
             )
             group_of = (~is_mask).long()  # 0: mask samples (and samples without labels), 1: image-level
             group_pools = None
@@ -325,7 +328,7 @@ class LarvSegLoss(nn.Module):
                 return torch.where(resized != config.ignore_index, to_column[resized.clamp(min=0)], resized)
 
             column_labels = column_labels_at(size)
-            if (column_labels != config.ignore_index).any():  # image-level samples: no supervised pixel
+            if any_true(column_labels != config.ignore_index):  # image-level samples: no supervised pixel
                 terms["supervised_loss"] = supervised_loss(
                     bilinear_resize(logits, size),
                     column_labels,
@@ -345,11 +348,13 @@ class LarvSegLoss(nn.Module):
                 writes.append((columns[column], slot, count))
 
         targets = None if image_labels is None else image_labels[:, columns] > 0
-        if targets is not None and targets.any():  # mask samples' groups have no (image, label) pair
+        if targets is not None and any_true(targets):  # mask samples' groups have no (image, label) pair
             # The image's own pixels at loss and at feature resolution (the latter None: all of them). The
             # image-level terms pool the logits as upsampled to the loss resolution, computed at the logits'
             # own resolution (the pooling weights are brought down instead: see masked_mean_pool).
-            if pixel_mask is None or pixel_mask.all():  # no padding: the unmasked statistics, fast paths
+            if pixel_mask is None or all_true(
+                pixel_mask.bool()
+            ):  # no padding: the unmasked statistics, fast paths
                 real_loss = torch.ones(logits.shape[0], *size, dtype=torch.bool, device=logits.device)
                 real_features = None
             else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from .configuration_larvseg import LarvSegConfig
+from .reductions_larvseg import any_true
 
 
 def check_inputs(
@@ -44,7 +45,7 @@ def check_inputs(
             )
         # Elementwise tests and one any(): this runs on every training step's full-resolution labels.
         outside = ((labels < 0) | (labels >= config.num_labels)) & (labels != config.ignore_index)
-        if outside.any():
+        if any_true(outside):
             bad = labels[outside]
             raise ValueError(
                 f"labels hold ids {bad.unique().tolist()[:10]} outside the vocabulary [0, {config.num_labels}) "

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .reductions_larvseg import any_true
 from .resize_larvseg import bilinear_resize_transposed, channels_last
 
 STANDARDIZE_EPS = 1e-5
@@ -128,7 +129,7 @@ def supervised_loss(
     if logits.shape[-2:] != labels.shape[-2:]:
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} differ in size")
     valid = labels != ignore_index
-    if not valid.any():
+    if not any_true(valid):
         return _zero_loss(logits) if reduce else ItemLosses.empty(logits)
     if class_mask is not None:
         logits = _excluded(logits, ~class_mask[:, :, None, None])
@@ -338,7 +339,7 @@ def attentive_scores(
     else:
         others = image_targets.bool()[pair_image] & ~own
         threshold_route = ~others.any(1, keepdim=True)
-    if threshold_route.any():  # the score test, only when a pair's image has no other label to use
+    if any_true(threshold_route):  # the score test, only when a pair's image has no other label to use
         present = likely_present(scores, background_topk, background_threshold, pixel_mask)[pair_image] & ~own
         candidates = present if image_targets is None else torch.where(threshold_route, present, others)
     else:

@@ -62,7 +62,13 @@ def test_pooling_through_the_transpose_equals_pooling_the_upsampled_logits():
 
 @pytest.mark.parametrize(
     ("source", "target"),
-    [((128, 128), (32, 32)), ((96, 64), (24, 32)), ((100, 77), (25, 19)), ((10, 10), (30, 7)), ((9, 6), (3, 4))],
+    [
+        ((128, 128), (32, 32)),
+        ((96, 64), (24, 32)),
+        ((100, 77), (25, 19)),
+        ((10, 10), (30, 7)),
+        ((9, 6), (3, 4)),
+    ],
 )
 def test_nearest_resize_is_interpolate_for_ids_and_masks(source, target):
     ids = torch.randint(-100, 5000, (3, *source), generator=torch.Generator().manual_seed(3))
@@ -186,3 +192,19 @@ def test_supervised_loss_on_channels_last_logits_equals_nchw(reduce):
         results.append((loss, grad))
     torch.testing.assert_close(results[0][0], results[1][0])
     torch.testing.assert_close(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (0, 4), (2, 0), (4, 1, 6)])
+def test_byte_reductions_equal_bool_any_and_all(shape):
+    from larvseg_hf.reductions_larvseg import all_true, any_true
+
+    generator = torch.Generator().manual_seed(9)
+    for mask in (
+        torch.rand(shape, generator=generator) > 0.7,
+        torch.zeros(shape, dtype=torch.bool),
+        torch.ones(shape, dtype=torch.bool),
+    ):
+        mask = mask.transpose(0, -1)  # strided too
+        assert torch.equal(any_true(mask), mask.any()) and torch.equal(all_true(mask), mask.all())
+        if mask.shape[0]:
+            assert torch.equal(any_true(mask, 0), mask.any(0)) and torch.equal(all_true(mask, 0), mask.all(0))

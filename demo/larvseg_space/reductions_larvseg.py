@@ -1,0 +1,1 @@
+../../larvseg_hf/reductions_larvseg.py
