@@ -186,6 +186,7 @@ class LarvSegLoss(nn.Module):
         targets: torch.Tensor | None = None,
         class_mask: torch.Tensor | None = None,
         pixel_mask: torch.Tensor | None = None,
+        pair_rank: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """CA-Cls attention logits (P, h, w) for (image, column) pairs with this config's settings; the one
         place they are read, for the loss and for attentive (coseg) inference alike."""
@@ -205,6 +206,7 @@ class LarvSegLoss(nn.Module):
             background_suppression=config.background_suppression,
             class_mask=class_mask,
             pixel_mask=pixel_mask,
+            pair_rank=pair_rank,
         )
 
     # ----------------------------------------------------------------------------------------- losses
@@ -362,8 +364,9 @@ class LarvSegLoss(nn.Module):
                 real_loss, real_features = (
                     nearest_resize(real, shape) for shape in (size, features.shape[-2:])
                 )
+            pairs = image_label_pairs(targets)
             terms["image_level_loss"] = image_level_loss(
-                logits, targets, class_mask, real_loss, image_source, reduce=reduce
+                logits, targets, class_mask, real_loss, image_source, reduce=reduce, pairs=pairs
             )
             if config.attentive_loss_weight > 0:
                 terms["attentive_loss"], pair_writes = self._attentive_loss(
@@ -378,6 +381,7 @@ class LarvSegLoss(nn.Module):
                     real_features,
                     image_source,
                     reduce,
+                    pairs,
                 )
                 if pair_writes is not None:
                     column, slot, count = pair_writes
@@ -397,11 +401,12 @@ class LarvSegLoss(nn.Module):
         real_features=None,
         image_source=None,
         reduce: bool = True,
+        pairs=None,
     ) -> tuple[torch.Tensor | ItemLosses, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
         """CA-Cls loss and, in training, the (column, slot mean, pixels averaged) of each image-level pair
         for the caller to enqueue. `real_loss`, `real_features`: the image's own pixels at loss resolution,
         at which the attention is applied, and at feature resolution (None: all of them)."""
-        pair_image, pair_column, pair_rank = image_label_pairs(targets)
+        pair_image, pair_column, pair_rank = image_label_pairs(targets) if pairs is None else pairs
         usable = memory_bank.usable(columns)
         attention = self.attention_logits(
             memory_bank,
@@ -414,6 +419,7 @@ class LarvSegLoss(nn.Module):
             targets,
             class_mask,
             real_features,
+            pair_rank,
         )
         attention = torch.sigmoid(bilinear_resize(attention, real_loss.shape[-2:]))
         loss = attentive_image_level_loss(

@@ -189,10 +189,12 @@ def image_level_loss(
     pixel_mask: torch.Tensor | None = None,
     image_source: torch.Tensor | None = None,
     reduce: bool = True,
+    pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor | ItemLosses:
     """Baseline image-level loss: mean-pooled logits, one cross-entropy per (image, label) pair,
-    averaged over the pairs (per source with `image_source`); `reduce=False`: the pairs' losses."""
-    pair_image, pair_column, _ = image_label_pairs(image_targets)
+    averaged over the pairs (per source with `image_source`); `reduce=False`: the pairs' losses.
+    `pairs`: `image_label_pairs(image_targets)` when the caller has them already."""
+    pair_image, pair_column, _ = image_label_pairs(image_targets) if pairs is None else pairs
     if pair_image.numel() == 0:
         return _zero_loss(logits) if reduce else ItemLosses.empty(logits)
     pooled = masked_mean_pool(logits, pixel_mask)[pair_image]
@@ -299,6 +301,7 @@ def attentive_scores(
     class_mask: torch.Tensor | None = None,
     pixel_mask: torch.Tensor | None = None,
     synonym_filter_routes: str = "threshold",
+    pair_rank: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CA-Cls attention logits (before the sigmoid), standardised over each image's pixels.
 
@@ -315,6 +318,8 @@ def attentive_scores(
         synonym_filter_routes: "threshold" drops likely synonyms (standardised maps within
             `synonym_mse_threshold` in mean squared difference of the foreground) only among background
             classes found by the score threshold, as the reference; "both" also among an image's other labels.
+        pair_rank: (P,) each pair's position among its image's pairs, when the caller has it
+            (`image_label_pairs`); computed otherwise.
     Returns:
         (P, h, w): standardise(foreground - mean(background)), or standardise(2 * foreground - 1)
         where no background class survives; 0 on padding. A pair whose class is not usable is the
@@ -350,7 +355,7 @@ def attentive_scores(
 
     # Per-pair work runs on a (B, L, ...) layout (L = most pairs in one image), so no (P, K, X) copy
     # of the maps is ever made: one einsum per image gives every pair's cross terms.
-    pair_rank = _rank_within_image(pair_image, batch)
+    pair_rank = _rank_within_image(pair_image, batch) if pair_rank is None else pair_rank
     slots = int(pair_rank.max()) + 1
     standardized = standardize(bank_maps, valid=None if valid is None else valid[:, None, :])  # (B, K, X)
     standardized_fg = standardized[pair_image, pair_column]  # (P, X)
