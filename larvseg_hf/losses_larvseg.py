@@ -330,7 +330,7 @@ def attentive_scores(
     if pair_image.numel() == 0:
         return features.new_zeros(0, height, width)
     flat_features = features.detach().flatten(2)  # (B, d, X)
-    bank_maps = torch.einsum("kd,bdx->bkx", bank_means.to(flat_features.dtype), flat_features)  # (B, K, X)
+    bank_maps = torch.matmul(bank_means.to(flat_features.dtype), flat_features)  # (B, K, X), contiguous
     foreground = bank_maps[pair_image, pair_column]  # (P, X)
 
     valid = None if pixel_mask is None else pixel_mask.flatten(1)  # (B, X)
