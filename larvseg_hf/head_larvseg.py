@@ -61,6 +61,14 @@ class _NeckThenProjection(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, maps, neck_weight, neck_bias, projection):
+        device_type = maps.device.type
+        if torch.is_autocast_enabled(device_type):
+            # The dtype autocast gives the 1x1 conv and the linear layer this replaces, for every operand, so
+            # that the backward (which runs outside autocast) multiplies tensors of one dtype.
+            dtype = torch.get_autocast_dtype(device_type)
+            maps, neck_weight, neck_bias, projection = (
+                t.to(dtype) for t in (maps, neck_weight, neck_bias, projection)
+            )
         combined = projection @ neck_weight  # (d, C)
         ctx.save_for_backward(maps, neck_weight, neck_bias, projection, combined)
         batch, _, pixels = maps.shape

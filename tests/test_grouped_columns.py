@@ -181,3 +181,17 @@ def test_output_logits_false_gives_the_same_loss_gradients_and_bank_writes():
         if a.grad is not None:
             assert torch.equal(a.grad, b.grad), name
     assert torch.equal(with_logits.memory_bank.slots, loss_only.memory_bank.slots)
+
+
+def test_grouped_training_step_runs_under_bfloat16_autocast():
+    """Trainer's --bf16: the whole grouped step (fused head, losses, bank writes) under autocast."""
+    model = _model(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(**_batch([4, 2, 0, 5, 1, 3]), output_logits=False)
+    output.loss.backward()
+    assert torch.isfinite(output.loss)
+    for name in ("head.pixel_projection.weight", "head.neck.weight", "head.class_embeddings"):
+        grad = model.get_parameter(name).grad
+        assert (
+            grad is not None and grad.dtype == torch.float32 and torch.isfinite(grad).all() and grad.any()
+        ), name

@@ -208,3 +208,31 @@ def test_byte_reductions_equal_bool_any_and_all(shape):
         assert torch.equal(any_true(mask), mask.any()) and torch.equal(all_true(mask), mask.all())
         if mask.shape[0]:
             assert torch.equal(any_true(mask, 0), mask.any(0)) and torch.equal(all_true(mask, 0), mask.all(0))
+
+
+def test_training_step_under_autocast_matches_the_unfused_head():
+    """Mixed precision (Trainer's --bf16): the fused neck + projection computes in autocast's dtype and its
+    backward multiplies tensors of one dtype; losses and gradients stay close to the plain layers'."""
+    from larvseg_hf import LarvSegConfig
+
+    torch.manual_seed(10)
+    config = LarvSegConfig(id2label={i: str(i) for i in range(5)}, head_hidden_size=16)
+    head = LarvSegHead(config, 24)
+    feature_map = torch.randn(2, 24, 4, 4, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = head.pixel_features(feature_map)
+        plain = F.normalize(head.pixel_projection(head.neck(feature_map).permute(0, 2, 3, 1)), dim=-1)
+    assert fused.dtype == plain.dtype
+    plain = plain.permute(0, 3, 1, 2)
+    weights = torch.randn(fused.shape)
+    inputs = [feature_map, *head.parameters()]
+    fused_grads = torch.autograd.grad((fused.float() * weights).sum(), inputs, allow_unused=True)
+    plain_grads = torch.autograd.grad((plain.float() * weights).sum(), inputs, allow_unused=True)
+    torch.testing.assert_close(fused.float(), plain.float(), rtol=0, atol=2e-2)
+    for ours, theirs in zip(fused_grads, plain_grads, strict=True):
+        assert (ours is None) == (theirs is None)
+        if ours is not None:
+            assert ours.dtype == theirs.dtype
+            torch.testing.assert_close(
+                ours.float(), theirs.float(), rtol=0, atol=5e-2 * float(theirs.abs().max()) + 1e-3
+            )
