@@ -16,7 +16,7 @@ NUM_LABELS = 40
 SIZE = 32
 
 
-def _model(per_source_losses: bool) -> LarvSegForSemanticSegmentation:
+def _model(per_source_losses: bool, head_hidden_size: int = 16) -> LarvSegForSemanticSegmentation:
     torch.manual_seed(0)
     config = LarvSegConfig(
         backbone_config={
@@ -29,7 +29,7 @@ def _model(per_source_losses: bool) -> LarvSegForSemanticSegmentation:
         },
         id2label={i: f"class {i}" for i in range(NUM_LABELS)},
         base_label_ids=list(range(20)),
-        head_hidden_size=16,
+        head_hidden_size=head_hidden_size,
         num_sampled_classes=6,
         memory_bank_size=2,
         memory_bank_warmup=0,
@@ -185,7 +185,7 @@ def test_output_logits_false_gives_the_same_loss_gradients_and_bank_writes():
 
 def test_grouped_training_step_runs_under_bfloat16_autocast():
     """Trainer's --bf16: the whole grouped step (fused head, losses, bank writes) under autocast."""
-    model = _model(True)
+    model = _model(True, head_hidden_size=8)  # 16 backbone channels -> 8: the fused neck + projection
     with torch.autocast("cpu", dtype=torch.bfloat16):
         output = model(**_batch([4, 2, 0, 5, 1, 3]), output_logits=False)
     output.loss.backward()
