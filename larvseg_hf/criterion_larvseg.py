@@ -354,9 +354,8 @@ class LarvSegLoss(nn.Module):
             # The image's own pixels at loss and at feature resolution (the latter None: all of them). The
             # image-level terms pool the logits as upsampled to the loss resolution, computed at the logits'
             # own resolution (the pooling weights are brought down instead: see masked_mean_pool).
-            if pixel_mask is None or all_true(
-                pixel_mask.bool()
-            ):  # no padding: the unmasked statistics, fast paths
+            # No padding anywhere: the unmasked statistics and their fast paths.
+            if pixel_mask is None or all_true(pixel_mask.bool()):
                 real_loss = torch.ones(logits.shape[0], *size, dtype=torch.bool, device=logits.device)
                 real_features = None
             else:
