@@ -349,7 +349,7 @@ class LarvSegLoss(nn.Module):
                 )
                 writes.append((columns[column], slot, count))
 
-        targets = None if image_labels is None else image_labels[:, columns] > 0
+        targets = None if image_labels is None else image_labels.index_select(1, columns) > 0
         if targets is not None and any_true(targets):  # mask samples' groups have no (image, label) pair
             # The image's own pixels at loss and at feature resolution (the latter None: all of them). The
             # image-level terms pool the logits as upsampled to the loss resolution, computed at the logits'

@@ -206,10 +206,15 @@ class LarvSegHead(nn.Module):
         return features, *self.classify(features, class_ids, class_mask)
 
     def classify(
-        self, features: torch.Tensor, class_ids: torch.Tensor, class_mask: torch.Tensor | None = None
+        self,
+        features: torch.Tensor,
+        class_ids: torch.Tensor,
+        class_mask: torch.Tensor | None = None,
+        vectors: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(raw cosine scores s (B, K, h, w), mask-normed logits (B, K, h, w)) of pixel features z."""
-        vectors = self.class_vectors(class_ids)
+        """(raw cosine scores s (B, K, h, w), mask-normed logits (B, K, h, w)) of pixel features z.
+        `vectors`: `class_vectors(class_ids)` when the caller has them (several groups of one batch)."""
+        vectors = self.class_vectors(class_ids) if vectors is None else vectors
         scores = torch.einsum("bdhw,kd->bkhw", features, vectors)
         moments = None
         cache = getattr(self, "_class_vector_cache", None)

@@ -279,7 +279,7 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
             # Each group is scored on its own columns only: with several sources of ~num_sampled_classes
             # columns each, the union is several times wider than any sample uses.
             features = self.head.pixel_features(feature_map)
-            groups = self._score_groups(features, groups)
+            groups = self._score_groups(features, groups, columns)
             scores, logits = (
                 _union_layout(groups, columns, features.shape[0]) if output_logits else (None, None)
             )
@@ -327,17 +327,26 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     def _score_groups(
-        self, features: torch.Tensor, groups: list[tuple[torch.Tensor, torch.Tensor]]
+        self, features: torch.Tensor, groups: list[tuple[torch.Tensor, torch.Tensor]], columns: torch.Tensor
     ) -> list[ScoredGroup]:
         """Each group's samples scored on its own columns. The samples are taken group after group as
         slices of one tensor (one gather when the batch is not in group order, none when it is), so the
-        backward gathers the features' gradients with one concatenation, not one scatter per group."""
+        backward gathers the features' gradients with one concatenation, not one scatter per group; the
+        class vectors of the union of the columns are projected once and each group selects its own."""
         order = torch.cat([rows for rows, _ in groups])
         if not torch.equal(order, torch.arange(order.numel(), device=order.device)):
             features = features[order]
         parts = features.split([rows.numel() for rows, _ in groups])
+        vectors = self.head.class_vectors(columns)
         return [
-            ScoredGroup(rows, ids, part, *self.head.classify(part, ids))
+            ScoredGroup(
+                rows,
+                ids,
+                part,
+                *self.head.classify(
+                    part, ids, vectors=vectors.index_select(0, torch.searchsorted(columns, ids))
+                ),
+            )
             for (rows, ids), part in zip(groups, parts, strict=True)  # one per source present, a handful
         ]
 
