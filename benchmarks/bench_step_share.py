@@ -141,9 +141,6 @@ def measure(num_labels: int, repeats: int) -> dict[str, float]:
     return medians
 
 
-variants_shown = ("backbone alone", "union pass (before)", "model step (now)", "+ output logits")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -156,7 +153,7 @@ def main() -> None:
         result = measure(num_labels, args.repeats)
         backbone = result["backbone alone"]
         print(f"{num_labels} classes (union of the sources' columns: {result['union width']:.0f})")
-        for name in variants_shown:
+        for name in (name for name in result if name != "union width"):  # the variants, in their order
             share = (
                 ""
                 if name == "backbone alone"

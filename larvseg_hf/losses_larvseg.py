@@ -140,8 +140,8 @@ def supervised_loss(
     if image_source is None and reduce:
         return F.cross_entropy(logits, labels, ignore_index=ignore_index)
     losses = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")  # 0 where ignored
-    losses = losses.view(valid.shape)
-    items = ItemLosses(losses.flatten(1).sum(1), valid.flatten(1).sum(1).to(losses.dtype), _zero_loss(logits))
+    per_image = losses.view(valid.shape[0], -1).sum(1)
+    items = ItemLosses(per_image, valid.flatten(1).sum(1).to(losses.dtype), _zero_loss(logits))
     return items.mean(image_source) if reduce else items
 
 

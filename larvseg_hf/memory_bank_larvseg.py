@@ -45,11 +45,10 @@ class LarvSegMemoryBank(nn.Module):
     def class_means(self, class_ids: torch.Tensor) -> torch.Tensor:
         """Mean of every stored feature of each class (float32, zeros for an empty class): the slots'
         means weighted by how many features each holds."""
-        # index_select, not advanced indexing: on CPU the latter gathers float16 rows ~10x slower.
+        # index_select, not advanced indexing: on CPU the latter gathers float16 rows ~10x slower. The ring
+        # fills from slot 0.
         positions = torch.arange(self.size, device=class_ids.device)
-        written = (
-            positions[None, :] < self.num_writes.index_select(0, class_ids)[:, None]
-        )  # ring fills from 0
+        written = positions[None, :] < self.num_writes.index_select(0, class_ids)[:, None]
         weights = self.slot_counts.index_select(0, class_ids).to(torch.float32) * written
         slots = self.slots.index_select(0, class_ids).to(torch.float32)
         summed = torch.einsum("cm,cmd->cd", weights, slots)

@@ -333,8 +333,8 @@ class LarvSegForSemanticSegmentation(LarvSegPreTrainedModel):
         slices of one tensor (one gather when the batch is not in group order, none when it is), so the
         backward gathers the features' gradients with one concatenation, not one scatter per group; the
         class vectors of the union of the columns are projected once and each group selects its own."""
-        order = torch.cat([rows for rows, _ in groups])
-        if not torch.equal(order, torch.arange(order.numel(), device=order.device)):
+        order = _group_order([rows for rows, _ in groups])
+        if order is not None:
             features = features[order]
         parts = features.split([rows.numel() for rows, _ in groups])
         vectors = self.head.class_vectors(columns)
@@ -411,6 +411,13 @@ def _unreadable_weight_files(pretrained_model_name_or_path) -> list[str]:
     return unreadable
 
 
+def _group_order(rows: list[torch.Tensor]) -> torch.Tensor | None:
+    """The batch rows group after group, the order `_score_groups` takes the samples in; None when that
+    is the batch's own order (no gather needed)."""
+    order = torch.cat(rows)
+    return None if torch.equal(order, torch.arange(order.numel(), device=order.device)) else order
+
+
 def _union_layout(
     groups: list[ScoredGroup], columns: torch.Tensor, batch: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -420,8 +427,7 @@ def _union_layout(
     Written channels-last, the layout the groups' scores have, and group after group as `_score_groups`
     takes the samples, so every copy moves contiguous rows; one gather puts the samples back in order."""
     first = groups[0].logits
-    order = torch.cat([group.rows for group in groups])
-    in_order = torch.equal(order, torch.arange(batch, device=order.device))
+    order = _group_order([group.rows for group in groups])
     layouts = []
     with torch.no_grad():
         for name in ("scores", "logits"):
@@ -433,7 +439,7 @@ def _union_layout(
                     3, torch.searchsorted(columns, group.columns), values
                 )
                 start += values.shape[0]
-            if not in_order:
+            if order is not None:
                 union = union[torch.argsort(order)]
             layouts.append(union.permute(0, 3, 1, 2))
     return layouts[0], layouts[1]
