@@ -44,27 +44,109 @@ def _pairwise(values: torch.Tensor, dim: int, op, out: torch.Tensor | None = Non
     return out
 
 
-def _cell_bounds(logits: torch.Tensor, slack_eps: float = 0.0) -> tuple:
+def _corner_offsets(cell_i: torch.Tensor, cell_j: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(4, n) flat offsets in an (h, w) map of corners (i, j), (i, j + 1), (i + 1, j), (i + 1, j + 1) of
+    cells (cell_i, cell_j), edges clamped."""
+    next_i, next_j = (cell_i + 1).clamp_max(h - 1), (cell_j + 1).clamp_max(w - 1)
+    return torch.stack([cell_i * w + cell_j, cell_i * w + next_j, next_i * w + cell_j, next_i * w + next_j])
+
+
+def _all_cells(h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column (h * w,) of every cell of an (h, w) map, row-major."""
+    rows, cols = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    return rows.flatten(), cols.flatten()
+
+
+def _cell_pixels(in_size: int, out_size: int, dtype: torch.dtype, device) -> tuple:
+    """Along one axis: (source index, weight) of every output pixel, and the pixel range [start, end) of
+    each input index (the pixels it is the lower source of)."""
+    cell, weight = bilinear_source_index(in_size, out_size, dtype, device)
+    index = torch.arange(in_size, device=device)
+    return cell, weight, torch.searchsorted(cell, index), torch.searchsorted(cell, index, right=True)
+
+
+def _reference_floor(logits: torch.Tensor, size: tuple[int, int], references: torch.Tensor) -> torch.Tensor:
+    """Per cell (h * w,), the smallest over its output pixels of the best upsampled value among a few
+    reference channels (R, h * w), in _bilinear's arithmetic; inf for cells without output pixels.
+
+    The winner at a pixel reaches at least every reference's value there, so a channel whose cell maximum
+    is below the floor cannot win in the cell. With the channel that reaches the cell threshold and the
+    channels that win at the cell's corners as references, the floor is well above the threshold where
+    channels are many and their logits flat (random init at 21,841 classes: 1.7x fewer candidate pairs).
+    """
+    num_classes, h, w = logits.shape
+    dtype, device = opmath_dtype(logits.dtype), logits.device
+    axes = []
+    for in_size, out_size in ((h, size[0]), (w, size[1])):
+        _, weight, start, end = _cell_pixels(in_size, out_size, dtype, device)
+        steps = torch.arange(int((end - start).max()), device=device)
+        padded = torch.minimum(start[:, None] + steps, end[:, None] - 1).clamp_min(0)  # repeats its last
+        axes.append((weight[padded].t(), end > start))
+    (row_weight, row_valid), (col_weight, col_valid) = axes
+    cell_i, cell_j = _all_cells(h, w, device)
+    count = references.shape[0]
+    offsets = _corner_offsets(cell_i, cell_j, h, w)
+    corners = logits.reshape(-1).take(offsets[:, None] + references * (h * w)).to(dtype).view(4, -1)
+    values = _bilinear(
+        corners, row_weight[:, cell_i].repeat(1, count), col_weight[:, cell_j].repeat(1, count)
+    )  # (rows, cols, R * cells): each cell's pixels, padded with repeats (the minimum is unchanged)
+    floor = values.view(-1, count, h * w).amax(1).amin(0)
+    return floor.masked_fill_(~(row_valid[cell_i] & col_valid[cell_j]), math.inf)
+
+
+# The floor's references: per cell, channels that reach the largest value of a few maps over the channels,
+# each the minimum over some of a cell's corners (0: (i, j), 1: (i, j + 1), 2: (i + 1, j), 3: (i + 1, j + 1)),
+# and the corners whose cells they serve: the cell minimum's (the threshold's: its own cell), each pixel's
+# (the winners at a cell's four corners), each horizontal pair's (a cell's top and bottom edges).
+_REFERENCE_MAPS = (((0, 1, 2, 3), (0,)), ((0,), (0, 1, 2, 3)), ((0, 1), (0, 2)))
+
+
+def _references(logits: torch.Tensor, chunks: torch.Tensor, step: int, offsets: torch.Tensor) -> torch.Tensor:
+    """The floor's reference channels (R, h * w) per cell (_REFERENCE_MAPS), from the chunks of `step`
+    channels (maps, h * w) that hold each map's largest value."""
+    num_classes, h, w = logits.shape
+    flat, references = logits.reshape(-1), []
+    for (minimum_over, served), chunk in zip(_REFERENCE_MAPS, chunks, strict=True):
+        channels = chunk + torch.arange(step, device=logits.device)[:, None]
+        channels = channels.clamp_max_(num_classes - 1)  # (step, cells); the last chunk's repeat
+        values = flat.take(offsets[list(minimum_over), None] + channels * (h * w)).amin(0)
+        reached = channels.gather(0, values.argmax(0, keepdim=True))[0]
+        references.append(reached.take(offsets[list(served)]))
+    return torch.cat(references)
+
+
+def _cell_bounds(logits: torch.Tensor, slack_eps: float = 0.0, size: tuple[int, int] | None = None) -> tuple:
     """Per-cell pruning of logits (K, h, w), computed in cache-sized chunks of channels.
 
     Cell (i, j) holds rows i, i + 1 and columns j, j + 1 of the edge-replicated map; every upsampled
     pixel is a convex combination of one cell's corners. The cell threshold is the largest per-channel
     minimum, which the cell's winner reaches everywhere in the cell; a channel whose cell maximum is
-    below it cannot win there. Returns (union (K,) bool: channels that pass in some cell, mask, counts,
-    slack): with slack_eps, mask (K, h * w) bool says which channels pass in which cell with a slack
-    of slack_eps * eps * max |logit| (plus the logits' own eps for float16 / bfloat16), and counts
+    below it cannot win there. With slack_eps and an output `size`, the threshold is raised to the
+    reference floor (_reference_floor) of the channels that reach it and that win at the corners.
+    Returns (union (K,) bool: channels that pass in some cell, mask, counts, slack): with slack_eps,
+    mask (K, h * w) bool says which channels pass in which cell with a slack of
+    slack_eps * eps * max |logit| (plus the logits' own eps for float16 / bfloat16), and counts
     (h * w,) sums it; without, both are None.
     """
     num_classes, h, w = logits.shape
     step = max(1, _CHUNK_ELEMENTS // (h * w))
-    threshold = scale = None
+    floored = bool(slack_eps) and size is not None and size[0] * size[1] > 0
+    threshold = scale = best = chunks = None
     buffers = [
         torch.empty(min(step, num_classes), h, w, dtype=logits.dtype, device=logits.device) for _ in range(2)
     ]
     for start in range(0, num_classes, step):
         chunk = logits[start : start + step]
         along_w, along_h = (buffer[: chunk.shape[0]] for buffer in buffers)
-        cell_min = _pairwise(_pairwise(chunk, 2, torch.minimum, along_w), 1, torch.minimum, along_h).amax(0)
+        cell_min = _pairwise(_pairwise(chunk, 2, torch.minimum, along_w), 1, torch.minimum, along_h)
+        cell_min = cell_min.amax(0)
+        if floored:  # which chunk holds each _REFERENCE_MAPS map's largest value (max(0) with indices
+            maps = torch.stack([cell_min, chunk.amax(0), along_w.amax(0)])  # takes several times as long)
+            if best is None:
+                best, chunks = maps, torch.zeros(maps.shape, dtype=torch.long, device=logits.device)
+            else:
+                chunks.masked_fill_(maps > best, start)
+                best = torch.maximum(best, maps)
         threshold = cell_min if threshold is None else torch.maximum(threshold, cell_min)
         if slack_eps:
             low, high = torch.aminmax(chunk)
@@ -78,6 +160,14 @@ def _cell_bounds(logits: torch.Tensor, slack_eps: float = 0.0) -> tuple:
     slack = slack_eps * torch.finfo(dtype).eps * scale
     if slack_eps and dtype != logits.dtype:  # PyTorch rounds upsampled values to the logits' dtype,
         slack += torch.finfo(logits.dtype).eps * scale  # which ties values closer than that rounding
+    threshold = threshold.view(h, w).to(dtype)
+    union_threshold = threshold
+    if floored and math.isfinite(slack):
+        offsets = _corner_offsets(*_all_cells(h, w, logits.device), h, w)
+        references = _references(logits, chunks.flatten(1), step, offsets)
+        floor = _reference_floor(logits, size, references).view(h, w)
+        # The union keeps the plain threshold exact (no rounding in min / max) and floors with slack.
+        threshold, union_threshold = torch.maximum(threshold, floor), torch.maximum(threshold, floor - slack)
     union = torch.empty(num_classes, dtype=torch.bool, device=logits.device)
     mask = counts = None
     if slack_eps:
@@ -87,10 +177,10 @@ def _cell_bounds(logits: torch.Tensor, slack_eps: float = 0.0) -> tuple:
         chunk = logits[start : start + step]
         along_w, along_h = (buffer[: chunk.shape[0]] for buffer in buffers)
         cell_max = _pairwise(_pairwise(chunk, 2, torch.maximum, along_w), 1, torch.maximum, along_h)
-        union[start : start + step] = any_true((cell_max >= threshold).flatten(1), 1)
+        union[start : start + step] = any_true((cell_max >= union_threshold).flatten(1), 1)
         if mask is not None:
             passes = mask[start : start + step]
-            torch.ge(cell_max.view(-1, h * w), (threshold.to(dtype) - slack).view(-1), out=passes)
+            torch.ge(cell_max.view(-1, h * w), (threshold - slack).view(-1), out=passes)
             counts += passes.sum(0, dtype=torch.int32)
     return union, mask, counts, slack
 
@@ -227,13 +317,14 @@ def _per_cell_argmax(
     """Argmax of the bilinearly upsampled logits (K, h, w) from per-cell candidates, refined coarse to fine.
 
     Each output pixel lies in one cell of the edge-replicated map (at its PyTorch source indices i0, j0).
-    A cell's candidates are the channels whose cell maximum reaches the cell threshold (_cell_bounds).
-    The cell's output pixels are then split in _SPLIT x _SPLIT blocks, again and again, each keeping
-    only the channels whose maximum over it reaches the largest minimum over it (_refine), until blocks
-    are at most _FINISH x _FINISH pixels, where the channels left are evaluated pixel by pixel
-    (_finish). For a random-init model with 21,841 classes and a 32 x 32 map upsampled to 512 x 512, a
-    cell keeps ~1,800 channels, a 4 x 4 block ~25. (block, channel) pairs are processed in batches of
-    about _PAIRS_PER_STEP, depth first, so temporaries stay bounded (~100 MiB).
+    A cell's candidates are the channels whose cell maximum reaches the cell threshold, raised to the
+    reference floor (_cell_bounds). The cell's output pixels are then split in _SPLIT x _SPLIT blocks,
+    again and again, each keeping only the channels whose maximum over it reaches the largest minimum
+    over it (_refine), until blocks are at most _FINISH x _FINISH pixels, where the channels left are
+    evaluated pixel by pixel (_finish). For a random-init model with 21,841 classes and a 32 x 32 map
+    upsampled to 512 x 512, a cell keeps ~870 channels (~1,800 without the floor), a 4 x 4 block ~15.
+    (block, channel) pairs are processed in batches of about _PAIRS_PER_STEP, depth first, so
+    temporaries stay bounded (~100 MiB).
 
     Values are computed with this function's own float arithmetic (lerp), which differs from PyTorch's
     upsampling kernel by a few eps: the result equals interpolate-then-argmax except at pixels whose
@@ -245,25 +336,19 @@ def _per_cell_argmax(
     num_classes, h, w = logits.shape
     height, width = size
     device = logits.device
-    _, mask, counts, slack = bounds if bounds is not None else _cell_bounds(logits, _SLACK_EPS)
+    _, mask, counts, slack = bounds if bounds is not None else _cell_bounds(logits, _SLACK_EPS, size)
     if not math.isfinite(slack):
         return None
     dtype = opmath_dtype(logits.dtype)
 
-    row_cell, row_weight = bilinear_source_index(h, height, dtype, device)
-    col_cell, col_weight = bilinear_source_index(w, width, dtype, device)
+    _, row_weight, row_start, row_end = _cell_pixels(h, height, dtype, device)
+    _, col_weight, col_start, col_end = _cell_pixels(w, width, dtype, device)
     rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
-    row_start, row_end = torch.searchsorted(row_cell, rows), torch.searchsorted(row_cell, rows, right=True)
-    col_start, col_end = torch.searchsorted(col_cell, cols), torch.searchsorted(col_cell, cols, right=True)
     cell_i, cell_j = torch.meshgrid(rows[row_end > row_start], cols[col_end > col_start], indexing="ij")
     cell_i, cell_j = cell_i.flatten(), cell_j.flatten()  # the cells that hold output pixels
     if cell_i.numel() < h * w:
         mask, counts = mask[:, cell_i * w + cell_j], counts[cell_i * w + cell_j]
-    # Corners (i, j), (i, j + 1), (i + 1, j), (i + 1, j + 1) of each cell, edges clamped.
-    next_i, next_j = (cell_i + 1).clamp_max(h - 1), (cell_j + 1).clamp_max(w - 1)
-    corner_offsets = torch.stack(
-        [cell_i * w + cell_j, cell_i * w + next_j, next_i * w + cell_j, next_i * w + next_j]
-    )
+    corner_offsets = _corner_offsets(cell_i, cell_j, h, w)
     flat = logits.reshape(-1)
 
     # Work items: runs of cells with ~_PAIRS_PER_STEP candidate pairs each, refined depth first.
@@ -311,18 +396,19 @@ def upsampled_argmax(logits: torch.Tensor, size: tuple[int, int], chunk_size: in
     """argmax over channels of `interpolate(logits, size, bilinear)` for one image's (K, h, w) logits,
     without building the K x H x W upsampled logits.
 
-    Channels that cannot win anywhere are pruned first (candidate_classes). If at most
-    _EXACT_PATH_CHANNELS remain (trained models: a few classes per image), they are upsampled with
-    F.interpolate, chunk_size channels at a time (memory O(chunk_size x H x W)), bit-identical to the
-    full argmax. Otherwise (large vocabularies, where nearly every class wins in some cell) candidates
-    are refined per cell and per block of output pixels (_per_cell_argmax), at a cost of about
-    H x W x (a few candidates) instead of H x W x (union). That path computes values with its own float
-    arithmetic, a few eps from PyTorch's kernel, so it equals the full argmax except where the top two
-    upsampled values are within float rounding (~1e-6 for logits of order 1: rare, and a near-tie
-    either way). Ties resolve to the lowest channel on both paths.
+    Channels that cannot win anywhere are pruned first (candidate_classes, raised to the reference floor
+    of the output pixels: _cell_bounds). If at most _EXACT_PATH_CHANNELS remain (trained models: a few
+    classes per image), they are upsampled with F.interpolate, chunk_size channels at a time (memory
+    O(chunk_size x H x W)), bit-identical to the full argmax. Otherwise (large vocabularies, where
+    nearly every class wins in some cell) candidates are refined per cell and per block of output
+    pixels (_per_cell_argmax), at a cost of about H x W x (a few candidates) instead of H x W x (union).
+    That path computes values with its own float arithmetic, a few eps from PyTorch's kernel, so it
+    equals the full argmax except where the top two upsampled values are within float rounding (~1e-6
+    for logits of order 1: rare, and a near-tie either way). Ties resolve to the lowest channel on both
+    paths.
     """
     size = (int(size[0]), int(size[1]))
-    bounds = _cell_bounds(logits, _SLACK_EPS)
+    bounds = _cell_bounds(logits, _SLACK_EPS, size)
     candidates = bounds[0].nonzero().flatten()
     if candidates.numel() > _EXACT_PATH_CHANNELS and size[0] * size[1] > 0:
         work_limit = candidates.numel() * size[0] * size[1] / _PAIR_COST

@@ -118,6 +118,48 @@ def test_per_cell_argmax_equals_interpolate_argmax_except_near_ties(
     assert (top2[0] - picked)[mismatch].le(tie).all()
 
 
+def _pixel_cells(h: int, w: int, height: int, width: int) -> torch.Tensor:
+    """(H, W) index i * w + j of the cell whose corners (i, j) .. (i + 1, j + 1) every output pixel
+    interpolates, from PyTorch's align_corners=False convention written out here."""
+    rows = ((torch.arange(height) + 0.5) * h / height - 0.5).clamp_min(0).floor().long().clamp_max(h - 1)
+    cols = ((torch.arange(width) + 0.5) * w / width - 0.5).clamp_min(0).floor().long().clamp_max(w - 1)
+    return rows[:, None] * w + cols[None]
+
+
+@pytest.mark.parametrize(
+    ("num_classes", "h", "w", "height", "width"), [(40, 5, 6, 37, 50), (9, 3, 1, 20, 7), (13, 8, 8, 5, 3)]
+)
+def test_reference_floor_is_the_smallest_best_reference_value_of_each_cell(num_classes, h, w, height, width):
+    generator = torch.Generator().manual_seed(RNG_SEED + num_classes)
+    logits = torch.randn(num_classes, h, w, generator=generator)
+    references = torch.randint(0, num_classes, (3, h * w), generator=generator)
+    floor = inference_larvseg._reference_floor(logits, (height, width), references)
+
+    resized = F.interpolate(logits[None], (height, width), mode="bilinear", align_corners=False)[0]
+    cells = _pixel_cells(h, w, height, width)
+    per_pixel = resized.gather(0, references[:, cells]).amax(0)  # each pixel's best of its cell's references
+    expected = torch.full((h * w,), float("inf"))  # inf: cells with no output pixel
+    expected.scatter_reduce_(0, cells.flatten(), per_pixel.flatten(), "amin")
+    torch.testing.assert_close(floor, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_floored_cell_bounds_prune_more_and_keep_every_winner(dtype):
+    generator = torch.Generator().manual_seed(RNG_SEED)
+    num_classes, h, w, height, width = 3000, 6, 7, 60, 70
+    logits = torch.randn(num_classes, h, w, generator=generator).to(dtype)
+    eps = inference_larvseg._SLACK_EPS
+    plain_union, plain_mask, plain_counts, _ = inference_larvseg._cell_bounds(logits, eps)
+    union, mask, counts, _ = inference_larvseg._cell_bounds(logits, eps, (height, width))
+    assert torch.equal(counts, mask.sum(0, dtype=torch.int32))
+    assert counts.sum() < 0.8 * plain_counts.sum()  # the floor raises the threshold on flat logits
+    assert not (mask & ~plain_mask).any() and not (union & ~plain_union).any()  # and only ever prunes more
+    # Every output pixel's winner (PyTorch's interpolate, then argmax) passes in its cell and the union.
+    winner = _full_argmax(logits, (height, width))
+    cells = _pixel_cells(h, w, height, width)
+    assert mask[winner, cells].all() and union[winner].all()
+
+
 def test_per_cell_argmax_exact_ties_go_to_the_lowest_channel():
     logits = torch.full((300, 4, 4), 0.25)
     logits[[7, 11, 250]] = 1.5  # three identical channels tie exactly everywhere
