@@ -122,11 +122,11 @@ def _cell_bounds(logits: torch.Tensor, slack_eps: float = 0.0, size: tuple[int, 
     pixel is a convex combination of one cell's corners. The cell threshold is the largest per-channel
     minimum, which the cell's winner reaches everywhere in the cell; a channel whose cell maximum is
     below it cannot win there. With slack_eps and an output `size`, the threshold is raised to the
-    reference floor (_reference_floor) of the channels that reach it and that win at the corners.
+    reference floor (_reference_floor) of a few channels found on the way (_REFERENCE_MAPS).
     Returns (union (K,) bool: channels that pass in some cell, mask, counts, slack): with slack_eps,
     mask (K, h * w) bool says which channels pass in which cell with a slack of
-    slack_eps * eps * max |logit| (plus the logits' own eps for float16 / bfloat16), and counts
-    (h * w,) sums it; without, both are None.
+    slack_eps * eps * max |logit| (plus the logits' own eps for float16 / bfloat16), the union is its
+    any over cells, and counts (h * w,) sums it; without, both are None.
     """
     num_classes, h, w = logits.shape
     step = max(1, _CHUNK_ELEMENTS // (h * w))
@@ -161,13 +161,10 @@ def _cell_bounds(logits: torch.Tensor, slack_eps: float = 0.0, size: tuple[int, 
     if slack_eps and dtype != logits.dtype:  # PyTorch rounds upsampled values to the logits' dtype,
         slack += torch.finfo(logits.dtype).eps * scale  # which ties values closer than that rounding
     threshold = threshold.view(h, w).to(dtype)
-    union_threshold = threshold
     if floored and math.isfinite(slack):
         offsets = _corner_offsets(*_all_cells(h, w, logits.device), h, w)
         references = _references(logits, chunks.flatten(1), step, offsets)
-        floor = _reference_floor(logits, size, references).view(h, w)
-        # The union keeps the plain threshold exact (no rounding in min / max) and floors with slack.
-        threshold, union_threshold = torch.maximum(threshold, floor), torch.maximum(threshold, floor - slack)
+        threshold = torch.maximum(threshold, _reference_floor(logits, size, references).view(h, w))
     union = torch.empty(num_classes, dtype=torch.bool, device=logits.device)
     mask = counts = None
     if slack_eps:
@@ -177,10 +174,12 @@ def _cell_bounds(logits: torch.Tensor, slack_eps: float = 0.0, size: tuple[int, 
         chunk = logits[start : start + step]
         along_w, along_h = (buffer[: chunk.shape[0]] for buffer in buffers)
         cell_max = _pairwise(_pairwise(chunk, 2, torch.maximum, along_w), 1, torch.maximum, along_h)
-        union[start : start + step] = any_true((cell_max >= union_threshold).flatten(1), 1)
-        if mask is not None:
+        if mask is None:
+            union[start : start + step] = any_true((cell_max >= threshold).flatten(1), 1)
+        else:  # the union with the same slack (a superset of the slack-less one: as exact)
             passes = mask[start : start + step]
             torch.ge(cell_max.view(-1, h * w), (threshold - slack).view(-1), out=passes)
+            union[start : start + step] = any_true(passes, 1)
             counts += passes.sum(0, dtype=torch.int32)
     return union, mask, counts, slack
 
