@@ -133,7 +133,9 @@ def test_reference_floor_is_the_smallest_best_reference_value_of_each_cell(num_c
     generator = torch.Generator().manual_seed(RNG_SEED + num_classes)
     logits = torch.randn(num_classes, h, w, generator=generator)
     references = torch.randint(0, num_classes, (3, h * w), generator=generator)
-    floor = inference_larvseg._reference_floor(logits, (height, width), references)
+    cells = inference_larvseg._all_cells(h, w, logits.device)
+    offsets = inference_larvseg._corner_offsets(*cells, h, w)
+    floor = inference_larvseg._reference_floor(logits, (height, width), references, cells, offsets)
 
     resized = F.interpolate(logits[None], (height, width), mode="bilinear", align_corners=False)[0]
     cells = _pixel_cells(h, w, height, width)
